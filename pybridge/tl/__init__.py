@@ -1,0 +1,29 @@
+"""Jobs (scanpy-style ``tl``): each takes an AnnData, writes results into it, returns a summary.
+
+Functions are imported lazily so that ``import pybridge.tl`` does not import torch or
+scvi-tools until a job runs.
+"""
+
+from importlib import import_module
+
+_FUNCS = {
+    "integrate_scvi": "._scvi",
+    "map_query_scvi": "._scvi",
+    "annotate": "._annotate",
+    "deconvolve": "._deconvolve",
+    "score_perturbation": "._perturbation",
+    "neighbors": "._graph",
+    "umap": "._graph",
+    "leiden": "._graph",
+}
+__all__ = sorted(_FUNCS)
+
+
+def __getattr__(name):
+    if name in _FUNCS:
+        return getattr(import_module(_FUNCS[name], __name__), name)
+    raise AttributeError(f"module 'pybridge.tl' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,58 @@
+# Small helpers every job wrapper uses: convert the inputs, pull results back, store them.
+# Science lives in the Python engine; these only move data.
+
+# AnnData of one assay for a job: the counts (or `layer`) and meta.data only, no copy of X.
+.job_anndata <- function(object, assay = NULL, layer = "counts", arg = "object") {
+  assay <- .check_seurat(object, assay, arg = arg)
+  parts <- .seurat_to_parts(object, assay = assay, layer = layer, reductions = FALSE, graphs = FALSE,
+                            misc = FALSE, other.assays = FALSE, zero.copy = TRUE)
+  .engine("io")$anndata_from_parts(parts)
+}
+
+# A pandas DataFrame (Python) -> data.frame (R), through typed parts (keeps factors and NA).
+.py_df <- function(df) {
+  p <- .engine("io")$df_to_parts(df)
+  p$notes <- NULL
+  .df_from_parts(p)
+}
+
+# Columns of adata.obs -> data.frame with cell names as rownames.
+.py_obs <- function(adata, columns = NULL) {
+  obs <- adata$obs
+  if (!is.null(columns)) obs <- reticulate::py_get_item(obs, reticulate::r_to_py(as.list(columns)))
+  .py_df(obs)
+}
+
+# A NumPy array or scipy sparse matrix -> R matrix / dgCMatrix (same orientation).
+.py_matrix <- function(x, rownames = NULL, colnames = NULL) {
+  parts <- .engine("io")$matrix_to_parts(x, transpose = FALSE)
+  .matrix_from_parts(parts, rownames = rownames, colnames = colnames)
+}
+
+# adata.obsm[key] -> R matrix (cells x k) with cell names.
+.py_obsm <- function(adata, key) {
+  keys <- unlist(reticulate::py_to_r(reticulate::import_builtins()$list(adata$obsm$keys())))
+  if (!key %in% keys) stop("obsm has no '", key, "'. Keys that exist: ", paste(keys, collapse = ", "), call. = FALSE)
+  m <- .py_matrix(reticulate::py_get_item(adata$obsm, key))
+  rownames(m) <- as.character(unlist(reticulate::py_to_r(adata$obs_names$tolist())))
+  m
+}
+
+# Add a DimReduc built from an embedding matrix (cells x k).
+.add_reduction <- function(object, embeddings, name, key, assay, stdev = numeric(0), loadings = new("matrix"),
+                           misc = list()) {
+  embeddings <- embeddings[colnames(object), , drop = FALSE]
+  colnames(embeddings) <- paste0(key, seq_len(ncol(embeddings)))
+  if (length(loadings)) colnames(loadings) <- colnames(embeddings)
+  object[[name]] <- SeuratObject::CreateDimReducObject(
+    embeddings = embeddings, loadings = loadings, stdev = stdev, key = key, assay = assay, misc = misc
+  )
+  object
+}
+
+# Progress and messages from Python follow `verbose`.
+.py_verbosity <- function(verbose) {
+  lg <- reticulate::import("logging")
+  lg$getLogger("pybridge")$setLevel(if (isTRUE(verbose)) lg$INFO else lg$WARNING)
+  invisible(NULL)
+}
