@@ -186,7 +186,9 @@
 #' @param other.assays Carry the counts of the other assays in `obsm` (default `TRUE`).
 #' @param verbose Print what could not be carried.
 #' @param ... Unused.
-#' @return A reticulate handle to a Python `anndata.AnnData` (cells x features).
+#' @return A reticulate handle to a Python `anndata.AnnData` (cells x features), with
+#'   conversion off (`ad$X` stays a Python object; reticulate 1.28 cannot convert current
+#'   scipy sparse matrices itself).
 #' @seealso [as.Seurat.anndata._core.anndata.AnnData()], [WriteH5AD()]
 #' @export
 as.AnnData <- function(object, ...) UseMethod("as.AnnData")
@@ -204,7 +206,9 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
   parts <- .seurat_to_parts(object, assay = assay, layer = layer, reductions = reductions, graphs = graphs,
                             misc = misc, other.assays = other.assays, zero.copy = TRUE)
   .print_report(parts$report, verbose)
-  .engine("io")$anndata_from_parts(parts)
+  # convert = FALSE: reticulate's own conversion of scipy sparse matrices fails on current scipy,
+  # so the handle never auto-converts; use as.Seurat() or reticulate::py_to_r() on pieces.
+  .engine("io", convert = FALSE)$anndata_from_parts(parts)
 }
 
 # Build a Seurat object from parts sent by Python's anndata_to_parts.
@@ -277,7 +281,7 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
       ld <- r$loadings
       if (is.null(dim(ld))) ld <- matrix(ld, ncol = ncol(emb))
       lf <- as.character(unlist(r$loadings_features))
-      dimnames(ld) <- list(ifelse(is.na(fmap[lf]), lf, fmap[lf]), colnames(emb))
+      dimnames(ld) <- list(unname(ifelse(is.na(fmap[lf]), lf, fmap[lf])), colnames(emb))
     }
     rassay <- r$assay %||% ""
     if (!nzchar(rassay) || !rassay %in% SeuratObject::Assays(object)) rassay <- assay

@@ -2,11 +2,13 @@
 # Science lives in the Python engine; these only move data.
 
 # AnnData of one assay for a job: the counts (or `layer`) and meta.data only, no copy of X.
+# Returns a handle with conversion off (reticulate cannot convert scipy sparse itself): pass it
+# to engine functions; read results with .py_obs(), .py_obsm(), .py_df(), .py_matrix().
 .job_anndata <- function(object, assay = NULL, layer = "counts", arg = "object") {
   assay <- .check_seurat(object, assay, arg = arg)
   parts <- .seurat_to_parts(object, assay = assay, layer = layer, reductions = FALSE, graphs = FALSE,
                             misc = FALSE, other.assays = FALSE, zero.copy = TRUE)
-  .engine("io")$anndata_from_parts(parts)
+  .engine("io", convert = FALSE)$anndata_from_parts(parts)
 }
 
 # A pandas DataFrame (Python) -> data.frame (R), through typed parts (keeps factors and NA).
@@ -18,7 +20,7 @@
 
 # Columns of adata.obs -> data.frame with cell names as rownames.
 .py_obs <- function(adata, columns = NULL) {
-  obs <- adata$obs
+  obs <- reticulate::py_get_attr(adata, "obs")
   if (!is.null(columns)) obs <- reticulate::py_get_item(obs, reticulate::r_to_py(as.list(columns)))
   .py_df(obs)
 }
@@ -31,10 +33,11 @@
 
 # adata.obsm[key] -> R matrix (cells x k) with cell names.
 .py_obsm <- function(adata, key) {
-  keys <- unlist(reticulate::py_to_r(reticulate::import_builtins()$list(adata$obsm$keys())))
+  obsm <- reticulate::py_get_attr(adata, "obsm")
+  keys <- unlist(reticulate::py_to_r(reticulate::import_builtins(convert = FALSE)$list(obsm$keys())))
   if (!key %in% keys) stop("obsm has no '", key, "'. Keys that exist: ", paste(keys, collapse = ", "), call. = FALSE)
-  m <- .py_matrix(reticulate::py_get_item(adata$obsm, key))
-  rownames(m) <- as.character(unlist(reticulate::py_to_r(adata$obs_names$tolist())))
+  m <- .py_matrix(reticulate::py_get_item(obsm, key))
+  rownames(m) <- as.character(unlist(reticulate::py_to_r(reticulate::py_get_attr(adata, "obs_names")$tolist())))
   m
 }
 

@@ -66,12 +66,13 @@ pybridge_available <- function() {
 #' The pybridge Python module (internal)
 #'
 #' @param submodule `NULL` for the package, else e.g. `"tl"`, `"io"`, `"pp"`.
+#' @param convert Whether results are converted to R objects (reticulate's `convert`).
 #' @return A reticulate module proxy. Errors with the fix when Python is unusable.
 #' @keywords internal
-.engine <- function(submodule = NULL) {
+.engine <- function(submodule = NULL, convert = TRUE) {
   .check_python()
-  if (is.null(submodule)) return(.pyb$module)
-  reticulate::import(paste0("pybridge.", submodule), convert = TRUE)
+  if (is.null(submodule) && convert) return(.pyb$module)
+  reticulate::import(paste0("pybridge", if (!is.null(submodule)) paste0(".", submodule)), convert = convert)
 }
 
 #' Install the pybridge Python engine into a virtualenv
