@@ -153,7 +153,7 @@ def anndata_from_parts(parts: dict):
             full = np.zeros((adata.n_vars, load.shape[1]))
             full[pos[pos >= 0]] = load[pos >= 0]
             adata.varm["PCs" if name == "pca" else f"{name}_loadings"] = full
-            info["loadings_features"] = np.array([f for f, q in zip(lf, pos) if q >= 0], dtype=object)
+            info["loadings_features"] = np.array(adata.var_names[pos[pos >= 0]], dtype=object)  # final var names
         if name == "pca" and "stdev" in info and "pca" not in _dict(parts.get("misc")):
             adata.uns["pca"] = {"variance": info["stdev"] ** 2}  # scanpy's place for it
             meta["uns_generated"] = np.array(["pca"], dtype=object)
@@ -304,9 +304,10 @@ def anndata_to_parts(adata, *, X_layer: str | None = None) -> dict:
             else:
                 lf = [str(f) for f, row in zip(adata.var_names, load) if np.any(row != 0)]
             pos = adata.var_names.get_indexer(lf)
-            r["loadings"] = np.asfortranarray(load[pos], dtype=np.float64)
-            r["loadings_features"] = np.array(lf, dtype=str)
-        elif name == "pca" and "stdev" not in r and isinstance(adata.uns.get("pca"), dict) and "variance" in adata.uns["pca"]:
+            keep = pos >= 0
+            r["loadings"] = np.asfortranarray(load[pos[keep]], dtype=np.float64)
+            r["loadings_features"] = np.array([f for f, k in zip(lf, keep) if k], dtype=str)
+        if name == "pca" and "stdev" not in r and isinstance(adata.uns.get("pca"), dict) and "variance" in adata.uns["pca"]:
             r["stdev"] = np.sqrt(np.asarray(adata.uns["pca"]["variance"], dtype=np.float64))
         reductions[str(name)] = r
     used_varm = {"PCs" if n == "pca" else f"{n}_loadings" for n in reductions}

@@ -9,6 +9,9 @@ from importlib import import_module
 _FUNCS = {
     "integrate_scvi": "._scvi",
     "map_query_scvi": "._scvi",
+    "integration_scores": "._metrics",
+    "integration_scores_arrays": "._metrics",
+    "knn_label_transfer": "._metrics",
     "annotate": "._annotate",
     "deconvolve": "._deconvolve",
     "score_perturbation": "._perturbation",

@@ -94,7 +94,7 @@
       ld <- SeuratObject::Loadings(dr)
       if (length(ld) && all(dim(ld) > 0)) {
         item$loadings <- ld
-        item$loadings_features <- as.list(rownames(ld))
+        item$loadings_features <- .np(rownames(ld))
         if (SeuratObject::DefaultAssay(dr) != assay) {
           report <- c(report, sprintf("reduction '%s': loadings belong to assay '%s'; matched by feature name", r,
                                       SeuratObject::DefaultAssay(dr)))
@@ -120,7 +120,7 @@
       next
     }
     m <- .get_layer(object, o, "counts") %||% .get_layer(object, o, "data")
-    others[[o]] <- list(X = .matrix_parts(m, FALSE), features = as.list(rownames(m)))
+    others[[o]] <- list(X = .matrix_parts(m, FALSE), features = .np(rownames(m)))
     report <- c(report, sprintf("assay '%s': counts carried in obsm['%s']; its other layers only with as.AnnData(assay = '%s')", o, o, o))
   }
   m <- list()
@@ -144,12 +144,12 @@
     }
   }
   list(
-    assay = assay, cells = as.list(cells), features = as.list(features), X = .matrix_parts(X, zero.copy),
-    X_layer = layer, layers = layers, scale_data_features = if (!is.null(sfeat)) as.list(sfeat),
-    obs = obs, var = var, variable_features = as.list(SeuratObject::VariableFeatures(object, assay = assay)),
-    original_features = if (!is.null(orig)) as.list(orig), reductions = reds, graphs = grs,
+    assay = assay, cells = .np(cells), features = .np(features), X = .matrix_parts(X, zero.copy),
+    X_layer = layer, layers = layers, scale_data_features = if (!is.null(sfeat)) .np(sfeat),
+    obs = obs, var = var, variable_features = .np(SeuratObject::VariableFeatures(object, assay = assay)),
+    original_features = if (!is.null(orig)) .np(orig), reductions = reds, graphs = grs,
     other_assays = others, misc = m, idents = .column_parts(SeuratObject::Idents(object), "idents")$part,
-    seurat_version = as.character(utils::packageVersion("SeuratObject")), report = as.list(report)
+    seurat_version = as.character(utils::packageVersion("SeuratObject")), report = .np(report)
   )
 }
 
@@ -211,6 +211,24 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
   .engine("io", convert = FALSE)$anndata_from_parts(parts)
 }
 
+# CreateSeuratObject() without its per-cell work (CalcN over the whole matrix, which also needs
+# a logical copy of it, and an R-level loop over cell names): the meta.data it computes is
+# replaced by the parts' obs anyway. Initial idents as CreateSeuratObject() sets them.
+.new_seurat <- function(a, assay, project = "SeuratProject") {
+  cells <- colnames(a)
+  first <- vapply(strsplit(cells, "_", fixed = TRUE), `[`, "", 1L)
+  nl <- length(unique(first))
+  idents <- if (anyNA(first) || nl > 100 || nl == 0 || nl == length(first)) {
+    rep.int(factor(project), length(cells))
+  } else {
+    factor(first)
+  }
+  names(idents) <- cells
+  assays <- stats::setNames(list(a), assay)
+  methods::new("Seurat", assays = assays, meta.data = data.frame(row.names = cells), active.assay = assay,
+               active.ident = idents, project.name = project, version = utils::packageVersion("SeuratObject"))
+}
+
 # Build a Seurat object from parts sent by Python's anndata_to_parts.
 .seurat_from_parts <- function(parts, assay = NULL, verbose = TRUE) {
   assay <- assay %||% parts$assay %||% "RNA"
@@ -248,7 +266,7 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
   }
   vf <- as.character(unlist(parts$variable_features))
   if (length(vf)) SeuratObject::VariableFeatures(a) <- unname(fmap[vf])
-  object <- SeuratObject::CreateSeuratObject(a, assay = assay)
+  object <- .new_seurat(a, assay)
   obs <- .df_from_parts(parts$obs)
   if (nrow(obs) == 0L) obs <- data.frame(row.names = cells)
   object@meta.data <- obs

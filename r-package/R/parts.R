@@ -16,7 +16,7 @@
   if (is.factor(x)) {
     codes <- as.integer(x) - 1L
     codes[is.na(codes)] <- -1L
-    part <- list(kind = "factor", values = .np(codes), levels = as.list(as.character(levels(x))),
+    part <- list(kind = "factor", values = .np(codes), levels = .np(as.character(levels(x))),
                  ordered = is.ordered(x))
   } else if (is.logical(x)) {
     na <- is.na(x)
@@ -33,12 +33,12 @@
     na <- is.na(x)
     v <- x
     v[na] <- ""
-    part <- list(kind = "character", values = as.list(v), mask = .np(na))
+    part <- list(kind = "character", values = .np(v), mask = .np(na))
   } else {
     na <- is.na(x)
     v <- as.character(x)
     v[na] <- ""
-    part <- list(kind = "character", values = as.list(v), mask = .np(na))
+    part <- list(kind = "character", values = .np(v), mask = .np(na))
     note <- sprintf("column '%s' (%s) has no pandas type here; carried as character",
                     name, paste(class(x), collapse = "/"))
   }
@@ -48,8 +48,8 @@
 .df_parts <- function(df) {
   cols <- lapply(seq_along(df), function(j) .column_parts(df[[j]], names(df)[j]))
   list(
-    index = as.list(as.character(rownames(df))),
-    names = as.list(as.character(names(df))),
+    index = .np(as.character(rownames(df))),
+    names = .np(as.character(names(df))),
     columns = lapply(cols, `[[`, "part"),
     notes = unlist(lapply(cols, `[[`, "note"))
   )
@@ -87,11 +87,15 @@
 }
 
 # Sparse matrix parts (dgCMatrix slots). zero.copy = TRUE sends addresses of R memory plus a
-# closure that keeps the matrix alive, so Python views the arrays without a copy.
+# closure that keeps the matrix alive, so Python views the arrays without a copy. zero.copy = FALSE
+# sends copies as 1-d arrays (reticulate/rpy2); zero.copy = NA the slot vectors themselves (for R).
 .sparse_parts <- function(m, zero.copy = TRUE) {
   if (!inherits(m, "dgCMatrix")) m <- methods::as(methods::as(m, "CsparseMatrix"), "generalMatrix")
   if (!inherits(m, "dgCMatrix")) m <- methods::as(m, "dgCMatrix")
   dims <- as.integer(dim(m))
+  if (is.na(zero.copy)) {  # for R consumers (WriteH5AD): the slots themselves, no copy
+    return(list(x = m@x, i = m@i, p = m@p, dim = dims))
+  }
   if (!zero.copy) {
     return(list(x = .np(m@x), i = .np(m@i), p = .np(m@p), dim = .np(dims)))
   }

@@ -1,0 +1,168 @@
+# RunPreprocess against Seurat's own chain on real data: same data layer, same variable
+# features, same scale.data, same PCA (up to sign), the same SNN graph, close clusters; and the
+# result works with downstream Seurat functions.
+suppressPackageStartupMessages({
+  library(Seurat)
+  library(pybridge)
+})
+
+raw_object <- function(file) {
+  obj <- readRDS(shared_data(file))
+  DietSeurat(obj, counts = TRUE, data = TRUE, scale.data = FALSE, dimreducs = NULL, graphs = NULL)
+}
+
+seurat_chain <- function(obj, nfeatures) {
+  s <- NormalizeData(obj, verbose = FALSE)
+  s <- FindVariableFeatures(s, selection.method = "vst", nfeatures = nfeatures, verbose = FALSE)
+  s <- ScaleData(s, verbose = FALSE)
+  s <- RunPCA(s, npcs = 50, verbose = FALSE)
+  s <- FindNeighbors(s, dims = 1:30, verbose = FALSE)
+  FindClusters(s, resolution = 0.8, verbose = FALSE)
+}
+
+# Adjusted Rand index (Hubert & Arabie 1985), from the contingency table.
+ari <- function(a, b) {
+  tab <- table(as.character(a), as.character(b))
+  c2 <- function(x) sum(x * (x - 1) / 2)
+  index <- c2(tab)
+  expected <- c2(rowSums(tab)) * c2(colSums(tab)) / c2(sum(tab))
+  (index - expected) / ((c2(rowSums(tab)) + c2(colSums(tab))) / 2 - expected)
+}
+
+# One run of each chain per data set, shared by the tests below.
+cases <- list(
+  kang = list(file = "kang_ifnb_processed.rds", nfeatures = 2000, ari_floor = 0.9),
+  pbmc3 = list(file = "pbmc_3tech.rds", nfeatures = 500, ari_floor = 0.9)
+)
+for (nm in names(cases)) {
+  obj <- raw_object(cases[[nm]]$file)
+  cases[[nm]]$input <- obj
+  cases[[nm]]$ours <- RunPreprocess(obj, nfeatures = cases[[nm]]$nfeatures, device = "cpu", verbose = FALSE)
+  cases[[nm]]$seurat <- seurat_chain(obj, cases[[nm]]$nfeatures)
+}
+
+test_that("data, variable features and scale.data match Seurat's NormalizeData/FindVariableFeatures/ScaleData", {
+  for (nm in names(cases)) {
+    cs <- cases[[nm]]
+    ours <- cs$ours
+    s <- cs$seurat
+    expect_identical(GetAssayData(ours, slot = "counts"), GetAssayData(cs$input, slot = "counts"))
+    d1 <- GetAssayData(ours, slot = "data")
+    expect_s4_class(d1, "dgCMatrix")
+    expect_lt(max(abs(d1 - GetAssayData(s, slot = "data"))), 1e-12)
+    # variable features: measured overlap 0.9995 (kang, 2000; the 1 gene of difference is a tie
+    # to 1e-16) and 1.0 (pbmc_3tech, 500)
+    hv1 <- VariableFeatures(ours)
+    hv2 <- VariableFeatures(s)
+    expect_length(hv1, cs$nfeatures)
+    expect_gte(length(intersect(hv1, hv2)) / cs$nfeatures, 0.95, label = paste(nm, "HVG overlap"))
+    expect_identical(hv1[1:100], hv2[1:100])
+    mf1 <- ours[["RNA"]][[]]
+    mf2 <- s[["RNA"]][[]]
+    for (col in c("vst.mean", "vst.variance", "vst.variance.expected", "vst.variance.standardized")) {
+      expect_equal(mf1[[col]], mf2[[col]], tolerance = 1e-10, label = paste(nm, col))
+    }
+    expect_identical(sum(mf1$vst.variable), as.integer(cs$nfeatures))
+    # scale.data: the variable features, in VariableFeatures() order, same values as ScaleData
+    sd1 <- GetAssayData(ours, slot = "scale.data")
+    # Seurat keeps scale.data rows in the assay's feature order (SetAssayData reorders them)
+    expect_identical(rownames(sd1), rownames(ours)[rownames(ours) %in% hv1])
+    expect_identical(colnames(sd1), colnames(ours))
+    sh <- intersect(hv1, hv2)
+    expect_lt(max(abs(sd1[sh, ] - GetAssayData(s, slot = "scale.data")[sh, ])), 1e-8)
+  }
+})
+
+test_that("PCA matches RunPCA up to sign, with loadings and stdev", {
+  for (nm in names(cases)) {
+    ours <- cases[[nm]]$ours
+    s <- cases[[nm]]$seurat
+    pca <- ours[["pca"]]
+    expect_identical(dim(Embeddings(pca)), c(ncol(ours), 50L))
+    expect_identical(rownames(Loadings(pca)), VariableFeatures(ours))
+    expect_identical(Key(pca), "PC_")
+    expect_identical(DefaultAssay(pca), "RNA")
+    cr <- abs(diag(cor(Embeddings(pca), Embeddings(s, "pca"))))
+    # measured: >= 0.9999 for PC 1-10 on both; Seurat's irlba drifts on later, close PCs
+    expect_gt(min(cr[1:10]), 0.999, label = paste(nm, "PC 1-10 |cor|"))
+    expect_lt(max(abs(Stdev(pca)[1:10] / Stdev(s, "pca")[1:10] - 1)), 1e-3)
+    # embeddings = scale.data projected on the loadings (centred), as Seurat's
+    sd <- GetAssayData(ours, slot = "scale.data")
+    sd <- sd[rownames(Loadings(pca)), ]
+    proj <- crossprod(sd - rowMeans(sd), Loadings(pca)[, 1:5])
+    expect_lt(max(abs(proj - Embeddings(pca)[, 1:5])), 1e-6 * max(abs(proj)))
+    expect_gt(pca@misc$total.variance, sum(Stdev(pca)^2))
+  }
+})
+
+test_that("the graphs are Seurat's: kNN with the cell itself and the SNN of FindNeighbors", {
+  for (nm in names(cases)) {
+    ours <- cases[[nm]]$ours
+    expect_setequal(Graphs(ours), c("RNA_nn", "RNA_snn"))
+    nn <- ours[["RNA_nn"]]
+    snn <- ours[["RNA_snn"]]
+    expect_s4_class(snn, "Graph")
+    expect_identical(DefaultAssay(snn), "RNA")
+    expect_true(all(Matrix::rowSums(nn) == 20))
+    expect_true(all(Matrix::diag(nn) == 1))
+    # Seurat's own FindNeighbors (exact kNN) on our PCA gives the very same graphs
+    ref <- FindNeighbors(ours, dims = 1:30, nn.method = "rann", verbose = FALSE, graph.name = c("ref_nn", "ref_snn"))
+    expect_identical(length(snn@x), length(ref[["ref_snn"]]@x))
+    expect_lt(max(abs(snn - ref[["ref_snn"]])), 1e-12)
+    expect_identical(max(abs(nn - ref[["ref_nn"]])), 0)
+  }
+})
+
+test_that("clusters agree with Seurat's pipeline (ARI above a measured floor)", {
+  for (nm in names(cases)) {
+    cs <- cases[[nm]]
+    ours <- cs$ours
+    expect_identical(Idents(ours), ours$seurat_clusters)
+    expect_identical(ours$seurat_clusters, ours$RNA_snn_res.0.8)
+    sizes <- table(ours$seurat_clusters)
+    expect_identical(names(sizes)[which.max(sizes)], "0")
+    # measured: ARI 0.966 (kang, 11 vs 11 clusters), 0.946 (pbmc_3tech, 9 vs 9); floor 0.9
+    a <- ari(ours$seurat_clusters, cs$seurat$seurat_clusters)
+    expect_gt(a, cs$ari_floor, label = paste(nm, "ARI vs Seurat"))
+    # Seurat's Louvain on our SNN graph finds our Leiden partition (measured ARI 1.0)
+    again <- FindClusters(ours, resolution = 0.8, verbose = FALSE)
+    expect_gt(ari(again$seurat_clusters, ours$RNA_snn_res.0.8), 0.95)
+  }
+})
+
+test_that("downstream Seurat functions work on the result, and the command is logged", {
+  ours <- cases$kang$ours
+  expect_identical(dim(Embeddings(ours, "umap")), c(2000L, 2L))
+  expect_true(all(is.finite(Embeddings(ours, "umap"))))
+  p <- DimPlot(ours, reduction = "umap")
+  expect_s3_class(p, "ggplot")
+  expect_s3_class(FeaturePlot(ours, "ISG15"), "ggplot")
+  m <- FindMarkers(ours, ident.1 = "0", max.cells.per.ident = 200, logfc.threshold = 0.5, verbose = FALSE)
+  expect_gt(nrow(m), 10)
+  expect_true(all(m$p_val_adj[1:5] < 1e-5))
+  low <- FindClusters(ours, resolution = 0.3, verbose = FALSE)
+  expect_lt(nlevels(low$seurat_clusters), nlevels(ours$seurat_clusters))
+  expect_s4_class(suppressWarnings(RunUMAP(ours, dims = 1:10, verbose = FALSE, n.epochs = 20)), "Seurat")
+  # logged as Seurat logs its own commands (name.assay)
+  expect_true("RunPreprocess.RNA" %in% names(ours@commands))
+  expect_identical(ours@commands[["RunPreprocess.RNA"]]$nfeatures, 2000)
+  info <- Misc(ours, "pybridge_preprocess")
+  expect_identical(info$device, "cpu")
+  expect_true(all(c("normalize", "pca", "clusters") %in% names(info$seconds)))
+})
+
+test_that("steps left out are read from the object; bad arguments give clear errors", {
+  ours <- cases$pbmc3$ours
+  again <- RunPreprocess(ours, steps = c("neighbors", "clusters"), resolution = 0.4, dims = 1:20, verbose = FALSE)
+  expect_identical(Embeddings(again, "pca"), Embeddings(ours, "pca"))
+  expect_true("RNA_snn_res.0.4" %in% names(again[[]]))
+  expect_lte(nlevels(again$seurat_clusters), nlevels(ours$seurat_clusters))
+  pca_only <- RunPreprocess(ours, steps = "pca", npcs = 10, verbose = FALSE)
+  expect_gt(min(abs(diag(cor(Embeddings(pca_only, "pca"), Embeddings(ours, "pca")[, 1:10])))), 0.9999)
+  expect_error(RunPreprocess(ours, steps = "normalise"), "unknown step.*normalize")
+  expect_error(RunPreprocess(ours, dims = c(1, 3, 5)), "dims must be 1:k")
+  expect_error(RunPreprocess(ours, dims = 1:60), "exceeds npcs")
+  expect_error(RunPreprocess(ours, assay = "ADT"), "Assays that exist: RNA")
+  expect_error(RunPreprocess(cases$pbmc3$input, steps = "neighbors", verbose = FALSE), "need a 'pca' reduction")
+  expect_error(RunPreprocess(ours, device = "cuda", verbose = FALSE), "no CUDA device")
+})
