@@ -31,7 +31,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>/dev/null
 fi
 mkdir -p "$STAMP_DIR"
-py_hash=$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)
+# the checkout's path is part of the stamp: the editable install must point at this checkout
+py_hash=$( (echo "$ROOT"; cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt") | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP_DIR/python" 2>/dev/null)" != "$py_hash" ] || ! "$VENV/bin/python" -c "import pybridge" 2>/dev/null; then
   say "installing pybridge (Python) into $VENV"
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch==2.13.0 \

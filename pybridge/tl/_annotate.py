@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -391,6 +392,40 @@ def _celltypist_lbfgs_ok() -> bool:
     return "multi_class" in inspect.signature(LogisticRegression.__init__).parameters
 
 
+@contextmanager
+def _celltypist_sklearn_compat():
+    """CellTypist 1.7's logistic regression passes ``multi_class='ovr'``, which scikit-learn
+    >= 1.8 removed. While this context is open (and only on such a scikit-learn), CellTypist's
+    internal ``_LRClassifier`` is replaced by the same one-vs-rest model built the current way
+    (``OneVsRestClassifier(LogisticRegression(...))``, with ``coef_``/``intercept_`` stacked as
+    CellTypist expects); the rest of ``celltypist.train`` (scaling, clipping, features) runs
+    unchanged. Yields whether the replacement was made."""
+    if _celltypist_lbfgs_ok():
+        yield False
+        return
+    import importlib
+
+    ctt = importlib.import_module("celltypist.train")  # the module (celltypist.train is the function)
+    original = ctt._LRClassifier
+
+    def _ovr(indata, labels, C, solver, max_iter, n_jobs, **kw):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        solver = solver or ("sag" if len(labels) > 50000 else "lbfgs")
+        clf = OneVsRestClassifier(LogisticRegression(C=C, solver=solver, max_iter=max_iter, **kw), n_jobs=n_jobs)
+        clf.fit(indata, labels)
+        clf.coef_ = np.vstack([e.coef_ for e in clf.estimators_])
+        clf.intercept_ = np.concatenate([e.intercept_ for e in clf.estimators_])
+        return clf
+
+    ctt._LRClassifier = _ovr
+    try:
+        yield True
+    finally:
+        ctt._LRClassifier = original
+
+
 def _celltypist_file(path: Path) -> Path:
     if path.is_dir():
         return path / "celltypist_model.pkl"
@@ -431,17 +466,12 @@ def _run_celltypist(query, reference, saved, *, labels_key, layer, reference_lay
             t0 = time.perf_counter()
             opts = dict(kwargs)
             opts.setdefault("n_jobs", 1)
-            if "use_SGD" not in opts and not _celltypist_lbfgs_ok():
-                # CellTypist 1.7 passes multi_class='ovr' to LogisticRegression, which
-                # scikit-learn >= 1.8 no longer accepts: use CellTypist's SGD logistic regression
-                opts["use_SGD"] = True
-                logger.info("celltypist: scikit-learn %s has no LogisticRegression(multi_class=...), which "
-                            "CellTypist's default solver needs; training with use_SGD=True instead.",
-                            _sklearn_version())
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _celltypist_sklearn_compat() as patched:
                 warnings.simplefilter("ignore")
                 model = celltypist.train(xr, labels=labels.iloc[keep].astype(str).to_numpy(), genes=genes,
                                          check_expression=False, **opts)
+            if patched and not opts.get("use_SGD") and not opts.get("feature_selection"):
+                opts["classifier"] = "one-vs-rest LogisticRegression (scikit-learn >= 1.8 compatibility)"
             t = dict(seconds=time.perf_counter() - t0, n_cells=int(len(keep)), **opts)
             out["n_reference_genes"] = int(reference.n_vars)
             if model_path is not None:
