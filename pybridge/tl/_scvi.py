@@ -111,8 +111,8 @@ def _counts_source(adata, layer: str | None) -> tuple[str, str]:
         hint = f"pass layer= naming the raw-count layer (layers that exist: {', '.join(others)})"
     else:
         hint = "put raw counts in X or in a layer and pass layer="
-    if layer is not None or adata.raw is not None:
-        hint += "; adata.raw.X may hold counts (use adata.raw.to_adata())" if adata.raw is not None else ""
+    if adata.raw is not None:
+        hint += "; adata.raw.X may hold counts (adata.raw.to_adata())"
     return name, hint
 
 
@@ -126,7 +126,7 @@ def _categorical(values: pd.Series, key: str, what: str) -> pd.Categorical:
 
 
 def _check_batches(batch: pd.Categorical, key: str, min_cells: int) -> dict[str, int]:
-    counts = pd.Series(batch).value_counts()
+    counts = pd.Series(batch).value_counts().sort_index()
     small = counts[counts < min_cells]
     if len(small):
         shown = ", ".join(f"{k!r} ({v} cells)" for k, v in small.items())
@@ -317,7 +317,8 @@ def model_anndata(adata, info: dict, *, layer: str | None = None, batch_key: str
     src_key = batch_key or bkey
     if src_key not in adata.obs.columns:
         cols = ", ".join(map(str, adata.obs.columns)) or "(none)"
-        raise KeyError(f"batch column {src_key!r} (the model's batch_key) is not in obs. Columns that exist: "
+        which = "the model's batch_key" if batch_key is None else "batch_key"
+        raise KeyError(f"batch column {src_key!r} ({which}) is not in obs. Columns that exist: "
                        f"{cols}. Pass batch_key= (R: batch =) naming the column that holds the batch.")
     obs[bkey] = _categorical(adata.obs[src_key], src_key, "batch")
     for k in info.get("categorical_covariate_keys", []) or []:

@@ -47,7 +47,7 @@
 
 # Split a Seurat object into parts (used by as.AnnData and by Python's read_seurat via rpy2).
 .seurat_to_parts <- function(object, assay = NULL, layer = "counts", reductions = TRUE, graphs = TRUE,
-                             misc = TRUE, other.assays = TRUE, zero.copy = TRUE) {
+                             misc = TRUE, other.assays = TRUE, zero.copy = TRUE, other.layers = TRUE) {
   assay <- .check_seurat(object, assay)
   report <- character(0)
   have <- .layer_names(object, assay)
@@ -61,7 +61,7 @@
   layers <- list()
   sfeat <- NULL
   counts <- if (layer != "counts") .get_layer(object, assay, "counts") else X
-  for (l in setdiff(have, layer)) {
+  for (l in if (other.layers) setdiff(have, layer) else character(0)) {  # jobs needing only X skip the rest
     m <- .get_layer(object, assay, l)
     if (l == "data" && !is.null(counts) && identical(m, counts)) {
       report <- c(report, "data layer is identical to counts (NormalizeData not run); not duplicated")
