@@ -53,7 +53,8 @@ def counts_matrix(adata, layer: str | None, *, name: str) -> sp.csr_matrix:
     """Counts of ``adata`` (``X`` or ``layers[layer]``) as CSR float32, checked to be counts."""
     x = get_matrix(adata, layer)
     where = f"{name} {'X' if layer is None else 'layer ' + repr(layer)}"
-    check_counts(x, name=where, hint=f"pass the layer holding raw counts ({'layer=' if name == 'query' else 'reference_layer='}...)")
+    arg = {"query": "layer=", "reference": "reference_layer="}.get(name, "layer=")
+    check_counts(x, name=where, hint=f"pass the layer holding raw counts ({arg}...)")
     x = sp.csr_matrix(x, dtype=np.float32)
     return x
 
@@ -102,13 +103,22 @@ class TOSICA:
 
     Method: TOSICA, Chen J. et al. (2023) "Transformer for one stop interpretable cell type
     annotation", Nat Commun 14:223. Each token is a gene set (e.g. a GO biological process)
-    embedded by a masked linear layer from its genes only; a class token attends over the
-    gene-set tokens through transformer encoder layers and a linear head predicts the cell
-    type. The class token's attention over gene sets explains each prediction. Differences
-    from the published code: trained with AdamW at batch size 256 (not SGD at 8), one encoder
-    layer by default (``n_layers``), the last layer evaluated for the class token only
-    (identical output, faster), gene sets ranked by how well they separate the reference
-    labels before TOSICA's cap of 300 sets, and normalisation done inside.
+    embedded by a masked linear layer from its genes only (one ``token_dim`` vector per set,
+    plus TOSICA's "unannotated" token over the genes in no chosen set); a class token
+    attends over the gene-set tokens through transformer encoder layers and a linear head
+    predicts the cell type. The class token's attention over gene sets explains each
+    prediction.
+
+    Differences from the published code, chosen for speed on CPU and robustness across
+    batches/conditions (measured on pbmc 3'v2 -> 5' and Kang CTRL -> STIM): AdamW with a
+    cosine schedule at batch size up to 256 (not SGD at 8); one encoder layer by default,
+    whose output is evaluated for the class token only (identical result, ~n_tokens x less
+    attention work); gene-set weights start at zero (genes silent in the reference keep a
+    zero weight instead of a random one, like a regularised linear model); log-normalised
+    inputs are standardised with the reference's per-gene mean/sd and clipped to
+    ``+-clip``; whole gene-set tokens are dropped at random during training
+    (``token_dropout``); gene sets are chosen per label (round robin over the labels' most
+    specific sets) under TOSICA's cap of 300; a class-balanced, label-smoothed loss.
 
     Normalisation: counts over the model's genes are scaled to ``target_sum`` (1e4) per cell
     and ``log1p``-transformed, identically for reference and query (and any later query); the
@@ -144,8 +154,14 @@ class TOSICA:
         used when no gene set is usable (a warning says so and ``fallback`` is True).
     token_dim, n_heads, n_layers, dropout
         Transformer size (token vector length, attention heads, encoder layers, dropout).
+    token_dropout
+        Probability of hiding each gene-set token from the class token during training.
+    input_dropout
+        Dropout on the (standardised) gene inputs during training.
     target_sum
         Per-cell total after normalisation.
+    scale, clip
+        Standardise each gene with the reference mean/sd, then clip to ``[-clip, clip]``.
 
     Attributes
     ----------
@@ -388,6 +404,7 @@ class TOSICA:
         yt = torch.as_tensor(y, dtype=torch.long)
         self.history = []
         self.module.train()
+        t_loop = time.perf_counter()
         for epoch in range(int(max_epochs)):
             perm = rng.permutation(n)
             tot_loss = tot_ok = 0.0
@@ -408,13 +425,15 @@ class TOSICA:
             self.history.append({"epoch": epoch + 1, "loss": tot_loss / n, "accuracy": tot_ok / n})
         self.module.eval()
         secs = time.perf_counter() - t0
+        loop = time.perf_counter() - t_loop
         self.train_info = dict(
             n_cells=int(n), n_genes=len(genes), n_tokens=len(self.token_names),
             n_gene_set_tokens=0 if self.fallback else sum(not t.startswith("UNANNOTATED_") for t in self.token_names),
             max_epochs=int(max_epochs), batch_size=bs, learning_rate=float(learning_rate),
             weight_decay=float(weight_decay), class_weight=class_weight or "none",
             label_smoothing=float(label_smoothing), random_state=int(random_state), device=self.device,
-            seconds=float(secs), cells_per_second=float(n * int(max_epochs) / max(secs, 1e-9)),
+            seconds=float(secs), setup_seconds=float(secs - loop),
+            cells_per_second=float(n * int(max_epochs) / max(loop, 1e-9)),
             final_loss=self.history[-1]["loss"] if self.history else float("nan"),
             final_train_accuracy=self.history[-1]["accuracy"] if self.history else float("nan"),
         )

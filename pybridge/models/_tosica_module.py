@@ -3,14 +3,18 @@
 Architecture (after TOSICA, Chen et al. 2023, Nat Commun 14:223, "Transformer for one stop
 interpretable cell type annotation"):
 
+0. The log-normalised input is standardised per gene (reference mean/sd, buffers set by the
+   model) and clipped; optional input dropout.
 1. :class:`GeneSetEmbedding` -- a masked linear layer from genes to tokens: token ``t`` is a
    ``token_dim`` vector computed only from the genes of gene set ``t`` (``W_t`` is
-   ``|t| x token_dim``), plus a bias that also serves as the token's identity. Stored densely
-   per token group (tokens sorted by size and padded within groups of similar size), so the
-   cost is ``sum_t |t| * token_dim`` per cell, not ``n_genes * n_tokens * token_dim``.
+   ``|t| x token_dim``, initialised at zero), plus a bias that also serves as the token's
+   identity. Stored densely per token group (tokens sorted by size and padded within groups
+   of similar size), so the cost is ``sum_t |t| * token_dim`` per cell, not
+   ``n_genes * n_tokens * token_dim``.
 2. A learned class token prepended to the gene-set tokens.
 3. ``n_layers`` pre-norm transformer encoder layers (multi-head self-attention + MLP, ViT
-   style). Only the class token feeds the head, so the last layer is evaluated for the class
+   style); in training, whole gene-set tokens are hidden from attention with probability
+   ``token_dropout``. Only the class token feeds the head, so the last layer is evaluated for the class
    token alone (its queries are the class token, keys/values all tokens): exactly the class
    token's output of the full layer at ``1 / n_tokens`` of the attention cost.
 4. LayerNorm + linear classification head on the class token.
@@ -43,6 +47,9 @@ class GeneSetEmbedding(nn.Module):
         Size of each token vector.
     group_size
         Tokens per padded group (tokens are sorted by size before grouping).
+    init_scale
+        Initial weights are ``N(0, init_scale^2 / |t|)``; 0 (default) starts at zero, so
+        genes that never vary in training keep a zero weight.
 
     Shapes
     ------
@@ -167,6 +174,10 @@ class TOSICAModule(nn.Module):
         Number of classes.
     token_dim, n_heads, n_layers, dropout, mlp_ratio
         Transformer size (TOSICA: 48, 4, 2; here ``n_layers=1`` by default for CPU speed).
+    input_dropout, token_dropout
+        Training-time dropout of input genes / of whole gene-set tokens.
+    clip
+        Standardised inputs are clipped to ``[-clip, clip]``.
 
     ``forward(x)`` with ``x`` ``(batch, n_genes)`` returns a dict: ``logits`` ``(batch,
     n_labels)``, ``embedding`` ``(batch, token_dim)`` (class token after the final LayerNorm,

@@ -47,6 +47,12 @@ def _clean(d):
     return d
 
 
+def _saved_model_exists(method: str, path: Path) -> bool:
+    if method == "tosica":
+        return (path / "tosica.json").exists()
+    return _celltypist_file(path).exists()
+
+
 def _is_anndata(x) -> bool:
     import anndata as ad
 
@@ -184,7 +190,7 @@ def annotate(
         saved = Path(reference)
         if not saved.exists():
             raise FileNotFoundError(f"reference model {str(saved)!r} does not exist.")
-    elif model_path is not None and Path(model_path).exists() and method != "scanvi":
+    elif model_path is not None and method != "scanvi" and _saved_model_exists(method, Path(model_path)):
         saved = Path(model_path)
         logger.info("loading the trained model from %s (the reference is not trained again)", saved)
     if reference is None and saved is None:
@@ -231,7 +237,8 @@ def annotate(
         n_reference_genes=int(res.get("n_reference_genes", res["n_shared_genes"])),
         n_model_genes=int(res.get("n_model_genes", res["n_shared_genes"])),
         n_unknown=int((labels == "Unknown").sum()), seconds=float(secs),
-        **{k: v for k, v in res.items() if k in ("train", "gene_sets", "model_path", "loaded_from", "fallback")},
+        **{k: v for k, v in res.items() if k in ("train", "gene_sets", "model_path", "loaded_from", "fallback",
+                                                "predict_seconds")},
     )
     query.uns[key_added] = _clean(info)
     logger.info("annotate(%s): %d cells labelled (%d Unknown below p=%.2f) in %.1fs", method, query.n_obs,
@@ -290,7 +297,9 @@ def _run_tosica(query, reference, saved, *, labels_key, layer, reference_layer, 
         if model_path is not None:
             model.save(model_path, overwrite=True)
             out["model_path"] = str(model_path)
+    t1 = time.perf_counter()
     pred = model.predict(query, layer=layer, unknown_threshold=0.0)
+    pred_secs = time.perf_counter() - t1
     out.update(
         probabilities=pred.probabilities, attention=pred.attention, model=model, n_shared_genes=n_shared,
         n_model_genes=len(model.genes), fallback=bool(model.fallback),
@@ -298,7 +307,7 @@ def _run_tosica(query, reference, saved, *, labels_key, layer, reference_layer, 
                        n_gene_sets=0 if model.fallback else sum(not t.startswith("UNANNOTATED_")
                                                                 for t in model.token_names),
                        fallback=bool(model.fallback)),
-        train=model.train_info,
+        train=model.train_info if saved is None else {}, predict_seconds=pred_secs,
     )
     return out
 
@@ -359,10 +368,12 @@ def _run_scanvi(query, reference, *, labels_key, layer, reference_layer, max_epo
             lvae = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=_UNLABELED)
             lvae.train(max_epochs=s_epochs, batch_size=bs, n_samples_per_label=kwargs.get("n_samples_per_label", 100),
                        plan_kwargs=plan, **lk, **quiet)
+            secs = time.perf_counter() - t0
+            t1 = time.perf_counter()
             probs = lvae.predict(joint[joint.obs["_batch"] == "query"], soft=True)
+            pred_secs = time.perf_counter() - t1
     finally:
         logging.getLogger("scvi").setLevel(lvl)
-    secs = time.perf_counter() - t0
     probs = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(map(str, probs.columns)))
     probs = probs[[c for c in probs.columns if c != _UNLABELED]]
     probs = probs.div(probs.sum(axis=1).replace(0, 1), axis=0)
@@ -370,8 +381,10 @@ def _run_scanvi(query, reference, *, labels_key, layer, reference_layer, max_epo
         lvae.save(str(model_path), overwrite=True, save_anndata=False)
     n_ref = int(xr.shape[0])
     return dict(probabilities=probs, n_shared_genes=len(genes), n_reference_genes=int(reference.n_vars),
+                predict_seconds=pred_secs,
                 n_model_genes=len(model_genes), model_path=None if model_path is None else str(model_path),
                 train=dict(scvi_epochs=epochs, scanvi_epochs=s_epochs, batch_size=bs, seconds=secs,
+                           n_genes=len(model_genes),
                            n_reference_cells=n_ref, n_query_cells=int(xq.shape[0]),
                            device=resolve_device(device)))
 
@@ -427,9 +440,11 @@ def _celltypist_sklearn_compat():
 
 
 def _celltypist_file(path: Path) -> Path:
-    if path.is_dir():
-        return path / "celltypist_model.pkl"
-    return path
+    """A ``.pkl`` path is the model file; anything else is a directory holding ``celltypist_model.pkl``."""
+    path = Path(path)
+    if path.suffix == ".pkl" and not path.is_dir():
+        return path
+    return path / "celltypist_model.pkl"
 
 
 def _run_celltypist(query, reference, saved, *, labels_key, layer, reference_layer, model_path, random_state,
@@ -476,16 +491,17 @@ def _run_celltypist(query, reference, saved, *, labels_key, layer, reference_lay
             out["n_reference_genes"] = int(reference.n_vars)
             if model_path is not None:
                 f = _celltypist_file(Path(model_path))
-                if f.parent != Path("."):
-                    f.parent.mkdir(parents=True, exist_ok=True)
+                f.parent.mkdir(parents=True, exist_ok=True)
                 model.write(str(f))
                 out["model_path"] = str(f)
         xq = _lognorm_over(query, layer, genes, name="query")
         qa = ad.AnnData(X=xq, var=pd.DataFrame(index=pd.Index(genes)),
                         obs=pd.DataFrame(index=pd.Index([f"c{i}" for i in range(xq.shape[0])])))
+        t1 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = celltypist.annotate(qa, model=model, majority_voting=False)
+        out["predict_seconds"] = time.perf_counter() - t1
     finally:
         ct_log.setLevel(lvl)
     probs = res.probability_matrix.copy()

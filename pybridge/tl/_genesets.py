@@ -226,30 +226,32 @@ def select_gene_sets(
         order = cand[np.argsort(-score[cand], kind="stable")]
 
     kept: list[int] = []
-    kept_sets: list[set] = []
-    rows = [set(M.indices[M.indptr[i]:M.indptr[i + 1]].tolist()) for i in range(M.shape[0])]
+    rows = [M.indices[M.indptr[i]:M.indptr[i + 1]] for i in range(M.shape[0])]
     limit = np.inf if max_sets is None else int(max_sets)
+    cap = min(len(order), 256 if max_sets is None else int(max_sets)) or 1
+    kept_mat = np.zeros((cap, len(genes)), dtype=np.float32)  # rows: kept sets (binary), grown as needed
+    kept_n = np.zeros(cap)
     for i in order:
         if len(kept) >= limit:
             reason[i] = "over max_sets"
             continue
-        s = rows[i]
-        dup = False
-        if max_overlap < 1:
-            for t in kept_sets:
-                inter = len(s & t)
-                if inter and inter / (len(s) + len(t) - inter) > max_overlap:
-                    dup = True
-                    break
-        if dup:
-            reason[i] = f"overlaps a kept set (Jaccard > {max_overlap:g})"
-            continue
+        k = len(kept)
+        if max_overlap < 1 and k:
+            inter = kept_mat[:k, rows[i]].sum(axis=1)
+            jac = inter / (n[i] + kept_n[:k] - inter)
+            if np.any(jac > max_overlap):
+                reason[i] = f"overlaps a kept set (Jaccard > {max_overlap:g})"
+                continue
+        if k == kept_mat.shape[0]:
+            kept_mat = np.vstack([kept_mat, np.zeros_like(kept_mat)])
+            kept_n = np.concatenate([kept_n, np.zeros_like(kept_n)])
         kept.append(i)
-        kept_sets.append(s)
+        kept_mat[k, rows[i]] = 1.0
+        kept_n[k] = n[i]
     info["kept"] = False
     info.iloc[kept, info.columns.get_loc("kept")] = True
     info["reason"] = reason
-    out = {names[i]: [genes[j] for j in sorted(rows[i])] for i in kept}
+    out = {names[i]: [genes[j] for j in np.sort(rows[i])] for i in kept}
     logger.info("gene sets: %d of %d kept (%d with %d-%d shared genes; ranked by %s)",
                 len(out), len(names), int(ok.sum()), min_size, max_size, rank_by)
     return out, info
@@ -258,23 +260,24 @@ def select_gene_sets(
 def _label_round_robin(S: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Order of columns of ``S`` (cells x sets): labels take turns picking their next set by
     one-vs-rest Welch t (higher in the label). Returns (order, best t of each set)."""
-    cats = sorted(set(labels))
-    n = S.shape[1]
+    cats, codes = np.unique(labels, return_inverse=True)
+    n_cells, n = S.shape
+    ind = sp.csr_matrix((np.ones(n_cells), (codes, np.arange(n_cells))), shape=(len(cats), n_cells))
+    cnt = np.asarray(ind.sum(axis=1)).ravel()
+    s1 = np.asarray(ind @ S)  # per-label sums
+    s2 = np.asarray(ind @ (S * S))
+    t1, t2 = S.sum(axis=0), (S * S).sum(axis=0)
     T = np.full((len(cats), n), -np.inf)
-    for i, c in enumerate(cats):
-        sel = labels == c
-        if sel.sum() < 2 or (~sel).sum() < 2:
+    for i in range(len(cats)):
+        na, nb = cnt[i], n_cells - cnt[i]
+        if na < 2 or nb < 2:
             continue
-        a, b = S[sel], S[~sel]
-        se = np.sqrt(a.var(axis=0, ddof=1) / a.shape[0] + b.var(axis=0, ddof=1) / b.shape[0])
-        T[i] = (a.mean(axis=0) - b.mean(axis=0)) / np.maximum(se, 1e-12)
-    ranks = np.argsort(-T, axis=1, kind="stable")
-    order, seen = [], np.zeros(n, bool)
-    for r in range(n):
-        for i in range(len(cats)):
-            j = ranks[i, r]
-            if not seen[j]:
-                seen[j] = True
-                order.append(j)
-    best = T.max(axis=0)
-    return np.asarray(order, dtype=int), best
+        ma, mb = s1[i] / na, (t1 - s1[i]) / nb
+        va = np.maximum(s2[i] - na * ma ** 2, 0) / (na - 1)
+        vb = np.maximum((t2 - s2[i]) - nb * mb ** 2, 0) / (nb - 1)
+        T[i] = (ma - mb) / np.maximum(np.sqrt(va / na + vb / nb), 1e-12)
+    ranks = np.argsort(-T, axis=1, kind="stable")  # labels x sets
+    flat = ranks.T.ravel()  # rank 0 of every label, then rank 1, ...
+    _, first = np.unique(flat, return_index=True)
+    order = flat[np.sort(first)]
+    return order.astype(int), T.max(axis=0)
