@@ -46,6 +46,10 @@
     stop("pybridge: the Python module 'pybridge' is not installed in ", cfg$python, ". ",
          .fix_hint(), call. = FALSE)
   }
+  # torch must bind to its own BLAS, not R's (R's reference BLAS makes training ~10x slower):
+  # import it with RTLD_DEEPBIND before anything else does (see pybridge/_embed.py).
+  .pyb$torch <- tryCatch(reticulate::import("pybridge._embed")$preload_torch(),
+                         error = function(e) conditionMessage(e))
   .pyb$checked <- TRUE
   invisible(TRUE)
 }
