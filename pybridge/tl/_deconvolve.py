@@ -110,12 +110,13 @@ def _labels(reference, labels_key: str) -> pd.Series:
 
 @contextlib.contextmanager
 def _quiet_training(progress_bar: bool):
-    """Silence Lightning's banner lines and known-harmless warnings unless progress is wanted."""
+    """Silence Lightning's banner lines (GPU/TPU availability, tips) and known-harmless warnings;
+    scvi-tools' own messages stay when progress is wanted. Progress bars are not logging."""
     names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "scvi")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
-    if not progress_bar:
-        for lg in loggers:
+    for lg in loggers:
+        if not progress_bar or lg.name != "scvi":
             lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
@@ -154,6 +155,23 @@ def _no_show():
         plt.show = show
         for n in set(plt.get_fignums()) - before:
             plt.close(n)
+
+
+_INT_MODEL_KWARGS = ("n_groups",)
+
+
+def _model_kwargs(kw: dict | None) -> dict:
+    """Cell2location's priors must be floats (an int becomes a Long tensor and breaks sampling);
+    its sizes (``n_groups``) must be ints (R sends every number as a double)."""
+
+    def conv(k, v):
+        if isinstance(v, dict):
+            return {kk: conv(kk, vv) for kk, vv in v.items()}
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            return v
+        return int(v) if k in _INT_MODEL_KWARGS else float(v)
+
+    return {str(k): conv(str(k), v) for k, v in (kw or {}).items()}
 
 
 def _train_kwargs(device: str) -> dict:
@@ -265,7 +283,7 @@ def _map_cell2location(x_sp: sp.csr_matrix, obs_names, genes, sig, *, spatial_ob
     # tensors and break its float32 matmuls
     mod = Cell2location(sp_ad, cell_state_df=sig.loc[genes].astype(np.float32),
                         N_cells_per_location=float(n_cells_per_location), detection_alpha=float(detection_alpha),
-                        **(model_kwargs or {}))
+                        **_model_kwargs(model_kwargs))
     extra = {} if lr is None else {"lr": float(lr)}
     mod.train(max_epochs=int(max_epochs), batch_size=batch_size, train_size=1, enable_progress_bar=progress_bar,
               **extra, **tkw)
@@ -318,6 +336,7 @@ def deconvolve(
     detection_alpha: float = 20,
     reference_max_epochs: int = 250,
     max_epochs: int = 30000,
+    reference_genes: str = "all",
     batch_size: int | None = None,
     num_samples: int = 1000,
     lr: float | None = None,
@@ -363,6 +382,11 @@ def deconvolve(
     reference_max_epochs, max_epochs
         Training epochs of the RegressionModel (250 recommended) and of Cell2location
         (30,000 recommended; hours on CPU for a full section, minutes on a GPU).
+    reference_genes
+        Genes the RegressionModel is fitted on: ``"all"`` that pass cell2location's filter (its
+        tutorial's way; the signatures can map any other spatial panel), or ``"shared"``: only
+        those the spatial data also measures (faster by the ratio of the two gene counts, often
+        10x; signatures cover this panel only).
     batch_size
         Minibatch size for Cell2location (``None``: all spots at once, as recommended).
     num_samples
@@ -436,6 +460,8 @@ def deconvolve(
     t0 = time.perf_counter()
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}; got {method!r}.")
+    if reference_genes not in ("all", "shared"):
+        raise ValueError(f"reference_genes must be 'all' or 'shared'; got {reference_genes!r}.")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError("key_added must be a non-empty string.")
     _check_anndata(spatial, "spatial")
@@ -513,19 +539,22 @@ def deconvolve(
         if method == "cell2location":
             kept = _filter_reference_genes(x_ref, ref_genes_all)
             n_ref_genes_kept = len(kept)
-            # the filter runs on the reference; only genes also in the spatial data are modelled
-            genes = shared_genes(spatial.var_names.astype(str), kept, min_shared=MIN_SHARED_GENES,
-                                 what=f"spatial data and reference (after cell2location's gene filter kept "
-                                      f"{len(kept)} of {len(ref_genes_all)} reference genes)")
+            # enough of the kept genes must be measured in the spatial data
+            in_spatial = shared_genes(spatial.var_names.astype(str), kept, min_shared=MIN_SHARED_GENES,
+                                      what=f"spatial data and reference (after cell2location's gene filter kept "
+                                           f"{len(kept)} of {len(ref_genes_all)} reference genes)")
+            # "all": the tutorial's way (signatures reusable on any panel); "shared": only the
+            # genes this spatial data measures (faster by the ratio of gene counts)
+            fit_genes = kept if reference_genes == "all" else in_spatial
             import anndata as ad
 
-            pos = pd.Index(ref_genes_all).get_indexer(genes)
+            pos = pd.Index(ref_genes_all).get_indexer(fit_genes)
             obs = pd.DataFrame({labels_key: labels.to_numpy()}, index=pd.Index(ref_obs_names))
             obs[labels_key] = obs[labels_key].astype(pd.CategoricalDtype(labels.cat.categories))
             for k in [batch_key, *(categorical_covariate_keys or [])]:
                 if k is not None:
                     obs[k] = reference.obs[k].astype(str).to_numpy()[keep]
-            ref_ad = ad.AnnData(X=x_ref[:, pos], obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
+            ref_ad = ad.AnnData(X=x_ref[:, pos], obs=obs, var=pd.DataFrame(index=pd.Index(fit_genes)))
             with _quiet_training(progress_bar):
                 sig, h = _regression_signatures(
                     ref_ad, labels_key=labels_key, batch_key=batch_key,
@@ -547,6 +576,7 @@ def deconvolve(
 
     genes = shared_genes(spatial.var_names.astype(str), list(sig.index), min_shared=MIN_SHARED_GENES,
                          what="spatial data and reference signatures")
+    sig_all = sig  # every gene with a signature (kept for reuse on other panels)
     sig = sig.loc[genes]
     cell_types = [str(c) for c in sig.columns]
     pos_sp = pd.Index(spatial.var_names.astype(str)).get_indexer(genes)
@@ -583,7 +613,8 @@ def deconvolve(
         "batch_key": batch_key, "categorical_covariate_keys": list(categorical_covariate_keys or []),
         "spatial_batch_key": spatial_batch_key, "n_cells_per_location": float(n_cells_per_location),
         "detection_alpha": float(detection_alpha), "reference_max_epochs": int(reference_max_epochs),
-        "max_epochs": int(max_epochs), "batch_size": batch_size, "num_samples": int(num_samples),
+        "max_epochs": int(max_epochs), "reference_genes": reference_genes, "batch_size": batch_size,
+        "num_samples": int(num_samples),
         "lr": lr, "model_kwargs": dict(model_kwargs) if model_kwargs else None,
         "signatures_source": source, "reference_model_path": None if reference_model_path is None
         else str(reference_model_path), "device": dev, "random_state": random_state,
@@ -596,7 +627,7 @@ def deconvolve(
         "genes": np.asarray(genes, dtype=object),
         "n_genes": len(genes),
         "quantiles": np.asarray(quantiles + ["proportions"], dtype=object),
-        "signatures": sig.astype(np.float64),
+        "signatures": sig_all.astype(np.float64),
         "history": history,
         "seconds": {"reference": float(t_ref), "mapping": float(t_map), "total": float(time.perf_counter() - t0)},
         "obsm_keys": np.asarray([f"{key_added}_{q}" for q in frames], dtype=object),
@@ -611,7 +642,7 @@ def deconvolve(
     spatial.uns[key_added] = summary
     if source == "reference" and reference is not None:
         full = pd.DataFrame(np.nan, index=reference.var_names, columns=pd.Index(cell_types), dtype=np.float64)
-        full.loc[sig.index, :] = sig.to_numpy(dtype=np.float64)
+        full.loc[sig_all.index, :] = sig_all.to_numpy(dtype=np.float64)
         reference.varm[f"{key_added}_signatures"] = full
     logger.info("deconvolve (%s): %d spots, %d cell types, %d genes, %.1f s", method, spatial.n_obs,
                 len(cell_types), len(genes), summary["seconds"]["total"])

@@ -20,6 +20,7 @@
 #' Estimates, for every spot of a spatial Seurat object (e.g. 10x Visium), how many cells of
 #' each reference cell type it holds, with the pybridge engine
 #' (`pybridge.tl.deconvolve`, Python):
+#'
 #' * `method = "cell2location"`: cell2location (Kleshchevnikov et al. 2022, Nat Biotechnol
 #'   40:661; the `cell2location` Python package). Reference signatures come from its
 #'   `RegressionModel` (negative-binomial regression per cell type, after its permissive gene
@@ -30,6 +31,7 @@
 #'   counts per cell type (scipy), Poisson-weighted; seconds on CPU, point estimates only.
 #'
 #' Results:
+#'
 #' * meta.data columns per cell type with the chosen posterior summary, prefixed
 #'   `c2l.<quantile>.` (e.g. `c2l.q05.B_Plasma`; cell2location's recommended summary is the 5%
 #'   quantile, "cell abundance confidently present") or `nnls.mean.` for NNLS. They work with
@@ -66,13 +68,17 @@
 #'   (NNLS: always `"mean"`).
 #' @param key.added Name of the assay and Misc entry (default: `"cell2location"` or `"nnls"`).
 #' @param verbose Show progress bars and messages.
-#' @param ... Further options of `pybridge.tl.deconvolve` (dots or underscores both work),
-#'   e.g. `batch.key`, `categorical.covariate.keys`, `spatial.batch.key`, `batch.size`,
-#'   `num.samples` (posterior samples, default 1000), `random.state`,
-#'   `save.reference.model` (a directory).
+#' @param ... Further options of `pybridge.tl.deconvolve` (dots or underscores both work):
+#'   `batch.key` and `categorical.covariate.keys` (reference covariates), `spatial.batch.key`
+#'   (sections mapped together), `reference.genes` (`"all"` genes passing the filter, default
+#'   and reusable on any panel, or `"shared"` with this panel only: ~10x faster),
+#'   `lr` (learning rate; 0.01-0.02 converges in fewer epochs), `num.samples` (posterior samples,
+#'   default 1000), `batch.size`, `model.kwargs` (a list of Cell2location hyperparameters, e.g.
+#'   `list(A_factors_per_location = 3)`), `random.state`, `save.reference.model` (a directory).
 #' @return `object` with the meta.data columns, the assay, Misc entry and command log added.
 #'   On error, nothing is changed.
 #' @seealso [SpatialAbundancePlot()]
+#' @md
 #' @export
 #' @examples
 #' \dontrun{
@@ -215,8 +221,10 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
 #' @param object A Seurat object after [Deconvolve()].
 #' @param cell.types Cell types to draw (original names such as `"B_Plasma"` or assay feature
 #'   names such as `"B-Plasma"`); default all.
-#' @param quantity `"q05"` (default), `"mean"`, `"q95"` or `"proportions"`.
-#' @param key Assay written by Deconvolve() (default `"cell2location"`; `"nnls"` for NNLS).
+#' @param quantity `"q05"`, `"mean"`, `"q95"` or `"proportions"` (default: `"q05"` for
+#'   cell2location, `"mean"` for NNLS).
+#' @param key Assay written by Deconvolve() (default: `"cell2location"`, or the only
+#'   deconvolution assay present, e.g. `"nnls"`).
 #' @param image Image to take coordinates from (default: the first, if any).
 #' @param pt.size Point size.
 #' @param ncol Number of panel columns.
@@ -224,16 +232,20 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
 #'   plots, one per cell type, each with its own scale.
 #' @return A ggplot object (or a list of them when `combine = FALSE`).
 #' @importFrom ggplot2 .data
+#' @md
 #' @export
-SpatialAbundancePlot <- function(object, cell.types = NULL, quantity = "q05", key = "cell2location", image = NULL,
+SpatialAbundancePlot <- function(object, cell.types = NULL, quantity = NULL, key = NULL, image = NULL,
                                  pt.size = 1.2, ncol = NULL, combine = TRUE) {
-  quantity <- match.arg(quantity, c("q05", "mean", "q95", "proportions"))
-  if (!key %in% SeuratObject::Assays(object)) {
-    have <- Filter(function(a) isTRUE(object[[a]]@misc$pybridge.deconvolution), SeuratObject::Assays(object))
+  have <- Filter(function(a) isTRUE(methods::slot(object[[a]], "misc")$pybridge.deconvolution),
+                 SeuratObject::Assays(object))
+  if (is.null(key)) key <- if ("cell2location" %in% have || length(have) != 1L) "cell2location" else have
+  if (!key %in% have) {
     stop("no assay '", key, "' from Deconvolve(). Deconvolution assays present: ",
          if (length(have)) paste(have, collapse = ", ") else "(none; run Deconvolve() first)", ".", call. = FALSE)
   }
   a <- object[[key]]
+  quantity <- quantity %||% if (identical(a@misc$method, "nnls")) "mean" else "q05"
+  quantity <- match.arg(quantity, c("q05", "mean", "q95", "proportions"))
   m <- if (quantity == "mean") as.matrix(SeuratObject::GetAssayData(a, slot = "data")) else a@misc[[quantity]]
   if (is.null(m)) {
     stop("quantity '", quantity, "' is not stored for '", key, "' (", a@misc$method, " gives: mean, ",
