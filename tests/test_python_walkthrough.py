@@ -60,7 +60,8 @@ def test_walkthrough_perturbation(walkthrough):
     for target in ("IFNGR1", "JAK2", "STAT1"):
         assert s["ko_fraction"][target] > 0.3
     assert s["ko_fraction"]["CUL3"] < 0.3
-    assert s["insilico_goal_shift"]["ISG15"] > 0
+    # deleting ISG15 moves STIM CD14 monocytes towards CTRL more than deleting matched random genes
+    assert s["insilico_goal_shift"]["ISG15"] > max(0.0, s["insilico_null_mean"]["ISG15"])
 
 
 @pytest.mark.slow
