@@ -55,6 +55,7 @@
 
 # Progress and messages from Python follow `verbose`.
 .py_verbosity <- function(verbose) {
+  .check_python()  # first contact with Python: clear errors, and torch's BLAS set up (python.R)
   lg <- reticulate::import("logging")
   lg$getLogger("pybridge")$setLevel(if (isTRUE(verbose)) lg$INFO else lg$WARNING)
   invisible(NULL)
