@@ -14,7 +14,7 @@
 # 0.29 s, R read 0.97 s vs 0.40 s): writing one 5e7-double dataset takes 0.5-1.0 s inside H5Dwrite
 # of Debian's libhdf5 1.10.8 (hdf5r hands it the R vector without conversion or copy: memory and
 # file types are equal) against 0.08 s in h5py's bundled HDF5; reading the raw arrays costs the
-# same in both (0.19 s), so ReadH5AD's extra time is in building the R objects. A faster writer
+# same in both (0.19 s), so ReadH5AD's extra time is not in reading the arrays (not profiled further). A faster writer
 # needs another HDF5 build, not different R code.
 #
 #   Rscript benchmarks/bench_h5ad.R --cells 200000 --genes 20000 --nnz-per-cell 1000
