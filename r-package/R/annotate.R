@@ -72,14 +72,7 @@ AnnotateCells <- function(query, reference, reference.labels = NULL, method = c(
     ref <- normalizePath(reference)
   } else {
     reference.assay <- .check_seurat(reference, reference.assay, arg = "reference")
-    if (is.null(reference.labels)) {
-      stop("`reference.labels` is needed: the reference meta.data column with the cell types. Columns: ",
-           paste(colnames(reference[[]]), collapse = ", "), ".", call. = FALSE)
-    }
-    if (!reference.labels %in% colnames(reference[[]])) {
-      stop("reference.labels '", reference.labels, "' is not a meta.data column of the reference. Columns: ",
-           paste(colnames(reference[[]]), collapse = ", "), ".", call. = FALSE)
-    }
+    .check_reference_labels(reference, reference.labels)
     ref <- .job_anndata(reference, assay = reference.assay, layer = "counts", arg = "reference")
   }
   if (is.list(gene.sets)) {

@@ -113,14 +113,7 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
 
   ref_py <- NULL
   if (inherits(reference, "Seurat")) {
-    if (is.null(reference.labels)) {
-      stop("reference.labels is required: the meta.data column of the reference with cell types. Columns: ",
-           paste(colnames(reference[[]]), collapse = ", "), ".", call. = FALSE)
-    }
-    if (!reference.labels %in% colnames(reference[[]])) {
-      stop("reference.labels '", reference.labels, "' is not a meta.data column of the reference. Columns that exist: ",
-           paste(colnames(reference[[]]), collapse = ", "), ".", call. = FALSE)
-    }
+    .check_reference_labels(reference, reference.labels)
     ref_py <- .job_anndata(reference, assay = reference.assay, layer = "counts", arg = "reference")
     args$labels_key <- reference.labels
   } else if (is.matrix(reference) || is.data.frame(reference) || inherits(reference, "Matrix")) {

@@ -6,9 +6,25 @@
 # to engine functions; read results with .py_obs(), .py_obsm(), .py_df(), .py_matrix().
 .job_anndata <- function(object, assay = NULL, layer = "counts", arg = "object") {
   assay <- .check_seurat(object, assay, arg = arg)
+  # X (the named layer) and meta.data only: no job reads the other layers, and carrying them
+  # would copy data and densify scale.data
   parts <- .seurat_to_parts(object, assay = assay, layer = layer, reductions = FALSE, graphs = FALSE,
-                            misc = FALSE, other.assays = FALSE, zero.copy = TRUE)
+                            misc = FALSE, other.assays = FALSE, zero.copy = TRUE, other.layers = FALSE)
   .engine("io", convert = FALSE)$anndata_from_parts(parts)
+}
+
+# The reference's label column (AnnotateCells, Deconvolve): present, else an error listing columns.
+.check_reference_labels <- function(reference, labels) {
+  cols <- paste(colnames(reference[[]]), collapse = ", ")
+  if (is.null(labels)) {
+    stop("reference.labels is required: the meta.data column of the reference with the cell types. ",
+         "Columns that exist: ", cols, ".", call. = FALSE)
+  }
+  if (!is.character(labels) || length(labels) != 1L || !labels %in% colnames(reference[[]])) {
+    stop("reference.labels '", paste(labels, collapse = ", "), "' is not a meta.data column of the reference. ",
+         "Columns that exist: ", cols, ".", call. = FALSE)
+  }
+  invisible(labels)
 }
 
 # A pandas DataFrame (Python) -> data.frame (R), through typed parts (keeps factors and NA).

@@ -25,14 +25,6 @@
   list(cat = as.list(setdiff(covariates, cont)), cont = as.list(cont))
 }
 
-# AnnData of the counts and meta.data only (zero-copy X): .job_anndata() also carries the other
-# layers (data, a densified scale.data), which scVI does not use.
-.scvi_anndata <- function(object, assay) {
-  parts <- .seurat_to_parts(object, assay = assay, layer = "counts", reductions = FALSE, graphs = FALSE,
-                            misc = FALSE, other.assays = FALSE, zero.copy = TRUE, other.layers = FALSE)
-  .engine("io", convert = FALSE)$anndata_from_parts(parts)
-}
-
 .as_int_or_null <- function(x) if (is.null(x)) NULL else as.integer(x)
 
 .r <- function(x) if (inherits(x, "python.builtin.object")) reticulate::py_to_r(x) else x
@@ -102,7 +94,7 @@ RunSCVI <- function(object, batch, assay = NULL, features = NULL, nfeatures = 20
   }
   cov <- .split_covariates(object[[]], covariates)
   .py_verbosity(verbose)
-  adata <- .scvi_anndata(object, assay)
+  adata <- .job_anndata(object, assay = assay, layer = "counts")
   args <- list(
     adata, batch_key = batch, n_top_genes = as.integer(nfeatures),
     genes = if (!is.null(features)) as.list(as.character(features)),
@@ -182,7 +174,7 @@ MapQuerySCVI <- function(query, model.dir, assay = NULL, batch = NULL, labels = 
     }
   }
   .py_verbosity(verbose)
-  adata <- .scvi_anndata(query, assay)
+  adata <- .job_anndata(query, assay = assay, layer = "counts", arg = "query")
   args <- list(adata, normalizePath(model.dir, mustWork = FALSE), batch_key = batch, labels_key = labels,
                max_epochs = .as_int_or_null(max.epochs), batch_size = as.integer(batch.size), device = device,
                progress_bar = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed))
