@@ -1,5 +1,5 @@
-# The two commands of the README.
-.PHONY: setup demo demo-full test
+# The two commands of the README (demo, test), and the fast test tier for the inner loop.
+.PHONY: setup demo demo-full test test-fast
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,6 @@ demo-full:
 
 test:
 	bash scripts/test.sh
+
+test-fast:
+	bash scripts/test.sh --fast

@@ -6,16 +6,28 @@ Submodules follow scanpy's layout:
 - :mod:`pybridge.pp` — preprocessing written once for numpy and cupy.
 - :mod:`pybridge.tl` — jobs: scVI integration, annotation transfer, deconvolution,
   perturbation scoring.
+- :mod:`pybridge.pl` — plots of the jobs' results (matplotlib / scanpy).
+- :mod:`pybridge.models` — models pybridge trains itself (TOSICA).
 - :mod:`pybridge.datasets` — the small real datasets embedded in the package.
+- :data:`pybridge.settings` — ``settings.verbosity`` (0 error ... 2 info, the default, 3 debug).
 """
 
 from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["io", "pp", "tl", "datasets", "__version__"]
+_SUBMODULES = ("io", "pp", "tl", "models", "datasets")
+__all__ = [*_SUBMODULES, "settings", "__version__"]
 
 
 def __getattr__(name):  # lazy submodules: `import pybridge` stays cheap (no torch import)
-    if name in ("io", "pp", "tl", "datasets", "cli"):
+    if name in _SUBMODULES or name == "cli":
         return import_module(f"pybridge.{name}")
+    if name == "settings":
+        from ._core import settings
+
+        return settings
     raise AttributeError(f"module 'pybridge' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

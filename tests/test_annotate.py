@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from pybridge.models import TOSICA
 from pybridge.tl import annotate
-from pybridge.tl._genesets import read_gmt, resolve_gene_sets, select_gene_sets
+from pybridge._core import read_gmt, resolve_gene_sets, select_gene_sets
 
 from conftest import shared_path
 

@@ -61,6 +61,6 @@ def papalexi_eccite():
 
 def go_bp_human() -> dict[str, list[str]]:
     """Human GO biological-process gene sets (4,957 sets of 15-300 symbols) as ``{name: genes}``."""
-    from pybridge.tl._genesets import read_gmt
+    from .._core import read_gmt
 
     return read_gmt(path("GO_BP_human"))

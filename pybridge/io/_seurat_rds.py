@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._utils import logger
+from .._core import logger
 from ._atomic import atomic_path
 from ._bridge import anndata_from_parts, anndata_to_parts
 

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._device import resolve_device, torch_device
-from .._utils import check_counts, check_obs_key, get_matrix, logger, shared_genes
+from .._core import check_counts, check_obs_key, get_matrix, logger, shared_genes
 
 _WEIGHTS = "tosica_weights.pt"
 _CONFIG = "tosica.json"
@@ -144,7 +144,7 @@ class TOSICA:
     rank_gene_sets
         How to choose sets under the cap: ``"label"`` (variance of the set score explained by
         the reference labels, default), ``"variance"``, ``"coverage"`` or ``"none"`` (see
-        :func:`pybridge.tl._genesets.select_gene_sets`).
+        :func:`pybridge._core.select_gene_sets`).
     max_overlap
         Skip a set whose Jaccard index with an already chosen set exceeds this.
     n_unannotated
@@ -242,7 +242,7 @@ class TOSICA:
         return log_normalize(x, self.config["target_sum"])
 
     def _build_tokens(self, genes, xn, labels, rng):
-        from ..tl._genesets import resolve_gene_sets, select_gene_sets
+        from .._core import resolve_gene_sets, select_gene_sets
 
         cfg = self.config
         sets, source = resolve_gene_sets(self.gene_sets)

@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._device import get_array_module, get_sparse_module, resolve_device, to_host
-from .._utils import check_counts, check_obs_key, get_matrix, logger
+from .._core import check_counts, check_obs_key, get_matrix, logger
 
 Device = Literal["auto", "cpu", "cuda"]
 CHAIN_STEPS = ("normalize", "hvg", "scale", "pca", "neighbors", "umap", "clusters")

@@ -13,7 +13,7 @@ _FUNCS = {
     "integration_scores_arrays": "._metrics",
     "knn_label_transfer": "._metrics",
     "annotate": "._annotate",
-    "read_gmt": "._genesets",
+    "read_gmt": "pybridge._core",
     "deconvolve": "._deconvolve",
     "score_perturbation": "._perturbation",
     "neighbors": "._graph",

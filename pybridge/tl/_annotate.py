@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._device import lightning_kwargs, resolve_device
-from .._utils import check_obs_key, logger, shared_genes
+from .._core import check_obs_key, logger, shared_genes
 
 METHODS = ("tosica", "scanvi", "celltypist")
 _UNLABELED = "_pybridge_unlabeled_"

@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._device import lightning_kwargs, resolve_device
-from .._utils import check_counts, check_obs_key, get_matrix, logger, shared_genes
+from .._core import check_counts, check_obs_key, get_matrix, logger, shared_genes
 
 _METHODS = ("cell2location", "nnls")
 #: fewer shared genes than this cannot separate a dozen cell types

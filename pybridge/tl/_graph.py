@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._device import resolve_device
-from .._utils import logger
+from .._core import logger
 
 Device = Literal["auto", "cpu", "cuda"]
 

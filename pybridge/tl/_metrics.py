@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._utils import check_obs_key
+from .._core import check_obs_key
 
 
 def _knn(X: np.ndarray, k: int):

@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._device import resolve_device
-from .._utils import check_counts, check_obs_key, check_obs_level, get_matrix, logger, shared_genes
+from .._core import check_counts, check_obs_key, check_obs_level, get_matrix, logger, shared_genes
 
 _METHODS = ("augur", "mixscape", "insilico")
 

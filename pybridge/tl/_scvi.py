@@ -47,7 +47,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._device import lightning_kwargs, resolve_device
-from .._utils import check_counts, check_obs_key, get_matrix, logger, shared_genes
+from .._core import check_counts, check_obs_key, get_matrix, logger, shared_genes
 
 MODEL_INFO_FILE = "pybridge_scvi.json"
 """Name of the JSON file written beside ``model.pt`` in a saved-model directory."""

@@ -1,4 +1,4 @@
-# Every vignette in vignettes/ (repository root) renders with the quick preset, and its key
+# Every vignette in r-package/vignettes/ renders with the quick preset, and its key
 # results hold: a vignette that breaks, or whose numbers go wrong, fails the suite.
 suppressPackageStartupMessages({
   library(Seurat)
@@ -7,14 +7,17 @@ suppressPackageStartupMessages({
 
 vignette_dir <- function() {
   dir <- Sys.getenv("PYBRIDGE_VIGNETTES", unset = "")
-  if (!nzchar(dir)) dir <- file.path(testthat::test_path(), "..", "..", "..", "vignettes")
+  if (!nzchar(dir)) dir <- file.path(testthat::test_path(), "..", "..", "vignettes")
   dir <- normalizePath(dir, mustWork = FALSE)
-  if (!dir.exists(dir)) stop("vignettes not found at ", dir, " (set PYBRIDGE_VIGNETTES)")
+  # under R CMD check the tests run from the installed copy, without vignette sources: check
+  # builds the vignettes itself, so this file has nothing to add there
+  if (!dir.exists(dir)) testthat::skip(paste("vignette sources not found at", dir, "(R CMD check builds them)"))
   dir
 }
 
 # Render one vignette into a fresh temporary directory; returns the environment it ran in.
 render_vignette <- function(name) {
+  skip_slow()
   src <- file.path(vignette_dir(), paste0(name, ".Rmd"))
   expect_true(file.exists(src), info = src)
   out <- tempfile(paste0("vignette-", name, "-"))
@@ -33,7 +36,7 @@ render_vignette <- function(name) {
   env
 }
 
-test_that("vignettes/ holds one R Markdown vignette per job, each with a quick preset", {
+test_that("r-package/vignettes/ holds one R Markdown vignette per job, each with a quick preset", {
   files <- list.files(vignette_dir(), pattern = "\\.Rmd$")
   expect_true(all(c("conversion-and-files.Rmd", "integration.Rmd", "annotation.Rmd", "deconvolution.Rmd",
                     "perturbation.Rmd") %in% files))

@@ -21,7 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._utils import logger
+from ._logging import logger
+
+# the embedded GMT lives in pybridge/datasets/; located by path so _core imports nothing above it
+_EMBEDDED_GMT = Path(__file__).resolve().parents[1] / "datasets" / "GO_BP_human.gmt.gz"
 
 RANKINGS = ("variance", "label", "coverage", "none")
 
@@ -93,10 +96,7 @@ def resolve_gene_sets(gene_sets) -> tuple[dict[str, list[str]], str]:
         For any other type.
     """
     if gene_sets is None or (isinstance(gene_sets, str) and gene_sets == "GO_BP_human"):
-        from ..datasets import path as dpath
-
-        p = dpath("GO_BP_human")
-        return read_gmt(p), "GO_BP_human (embedded: GO biological process, org.Hs.eg.db 3.16.0)"
+        return read_gmt(_EMBEDDED_GMT), "GO_BP_human (embedded: GO biological process, org.Hs.eg.db 3.16.0)"
     if gene_sets is False:
         return {}, "none"
     if isinstance(gene_sets, (str, os.PathLike)):
