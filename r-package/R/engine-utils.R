@@ -69,10 +69,77 @@
   object
 }
 
-# Progress and messages from Python follow `verbose`.
+# Progress and messages from Python follow `verbose` (for code that calls the engine directly;
+# jobs go through .engine_call(), which sets the verbosity for the call only).
 .py_verbosity <- function(verbose) {
   .check_python()  # first contact with Python: clear errors, and torch's BLAS set up (python.R)
-  lg <- reticulate::import("logging")
-  lg$getLogger("pybridge")$setLevel(if (isTRUE(verbose)) lg$INFO else lg$WARNING)
+  .engine(NULL, convert = FALSE)$settings$verbosity <- if (isTRUE(verbose)) 2L else 1L
   invisible(NULL)
+}
+
+# One R value -> what the engine expects: a whole-number length-1 double becomes an integer
+# (R's 100 is 100.0, Python's range/epochs want 100); everything else as reticulate converts it
+# (NULL -> None, length > 1 -> list, named list -> dict, Python handles unchanged).
+.py_arg <- function(x) {
+  if (is.double(x) && length(x) == 1L && is.null(dim(x)) && is.null(names(x)) && !is.na(x) &&
+      is.finite(x) && x == round(x) && abs(x) < .Machine$integer.max) {
+    return(as.integer(x))
+  }
+  x
+}
+
+#' Call a job of the Python engine (internal)
+#'
+#' The one way the R package reaches the engine's functions: converts the arguments, sets
+#' `pybridge.settings.verbosity` for the call (2 when `verbose`, else 1), re-issues the
+#' engine's warnings as R warnings, and turns a Python exception into an R error that reads
+#' like R: no Python class name or traceback (those stay in `reticulate::py_last_error()`),
+#' and R argument names instead of Python's.
+#'
+#' @param fun Function name in `pybridge.<.module>`.
+#' @param ... Arguments with their Python names.
+#' @param .module Submodule (`"tl"`, `"pp"`, `"io"`, ...), `NULL` for the package.
+#' @param verbose Progress and notes from the engine.
+#' @param .arg_names Named character: Python name -> R name for error messages, for names that
+#'   do not follow the default rule `reference_layer` -> `reference.layer`.
+#' @param .convert Convert the result to R (`FALSE`: a reticulate handle, e.g. an AnnData).
+#' @param .call The call errors are reported against (default: the calling function's).
+#' @return The function's result.
+#' @keywords internal
+.engine_call <- function(fun, ..., .module = "tl", verbose = TRUE, .arg_names = NULL, .convert = TRUE,
+                         .call = sys.call(-1)) {
+  .check_python()
+  args <- lapply(list(...), .py_arg)
+  rcall <- reticulate::import("pybridge._core._rcall", convert = FALSE)
+  reticulate::py_clear_last_error()
+  res <- tryCatch(
+    rcall$call(.module, fun, reticulate::r_to_py(args), if (isTRUE(verbose)) 2L else 1L),
+    error = function(e) .engine_error(e, names(args), .arg_names, .call)
+  )
+  warns <- as.character(unlist(reticulate::py_to_r(reticulate::py_get_item(res, 1L))))
+  for (w in warns) warning(.r_names(w, names(args), .arg_names), call. = FALSE)
+  out <- reticulate::py_get_item(res, 0L)
+  if (.convert) reticulate::py_to_r(out) else out
+}
+
+# Python argument names in a message -> R's (`reference_layer` -> `reference.layer`).
+.r_names <- function(msg, py_names, arg_names = NULL) {
+  map <- stats::setNames(gsub("_", ".", py_names), py_names)
+  if (length(arg_names)) map[names(arg_names)] <- unname(arg_names)
+  map <- map[names(map) != map]
+  for (p in names(map)[order(-nchar(names(map)))]) {
+    msg <- gsub(paste0("(?<![A-Za-z0-9_.])", p, "(?![A-Za-z0-9_])"), map[[p]], msg, perl = TRUE)
+  }
+  msg
+}
+
+# A Python exception -> an R error in R's words; other errors pass unchanged.
+.engine_error <- function(e, py_names, arg_names, call) {
+  pe <- reticulate::py_last_error()
+  if (is.null(pe)) stop(e)
+  msg <- trimws(as.character(pe$value))
+  if (identical(pe$type, "KeyError") && grepl("^([\'\"]).*\\1$", msg)) msg <- substr(msg, 2L, nchar(msg) - 1L)
+  if (!nzchar(msg)) msg <- paste0("the engine failed (", pe$type, ")")
+  msg <- .r_names(msg, py_names, arg_names)
+  stop(simpleError(paste0(msg, "\n(Python details: reticulate::py_last_error())"), call = call))
 }

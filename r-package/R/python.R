@@ -14,7 +14,24 @@
     }
     if (nzchar(py)) Sys.setenv(RETICULATE_PYTHON = py)
   }
-  .pyb$module <- reticulate::import("pybridge", delay_load = TRUE)
+  # Imported on first use: on_load prepares the embedded interpreter (torch's BLAS, below),
+  # on_error turns "module not found" into the fix.
+  .pyb$module <- reticulate::import("pybridge", delay_load = list(
+    on_load = function() .on_engine_load(),
+    on_error = function(e) {
+      stop("pybridge: the Python module 'pybridge' could not be imported (", conditionMessage(e), "). ",
+           .fix_hint(), call. = FALSE)
+    }
+  ))
+}
+
+# Runs once, when the engine module is first imported. torch must bind to its own BLAS, not R's
+# (R's reference BLAS makes training ~10x slower): import it with RTLD_DEEPBIND before anything
+# else does (see pybridge/_embed.py).
+.on_engine_load <- function() {
+  .pyb$torch <- tryCatch(reticulate::import("pybridge._embed")$preload_torch(),
+                         error = function(e) conditionMessage(e))
+  invisible(NULL)
 }
 
 .fix_hint <- function() {
@@ -46,10 +63,7 @@
     stop("pybridge: the Python module 'pybridge' is not installed in ", cfg$python, ". ",
          .fix_hint(), call. = FALSE)
   }
-  # torch must bind to its own BLAS, not R's (R's reference BLAS makes training ~10x slower):
-  # import it with RTLD_DEEPBIND before anything else does (see pybridge/_embed.py).
-  .pyb$torch <- tryCatch(reticulate::import("pybridge._embed")$preload_torch(),
-                         error = function(e) conditionMessage(e))
+  reticulate::py_get_attr(.pyb$module, "__version__")  # loads the module: on_load / on_error above
   .pyb$checked <- TRUE
   invisible(TRUE)
 }
