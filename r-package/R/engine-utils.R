@@ -73,7 +73,8 @@
 # jobs go through .engine_call(), which sets the verbosity for the call only).
 .py_verbosity <- function(verbose) {
   .check_python()  # first contact with Python: clear errors, and torch's BLAS set up (python.R)
-  .engine(NULL, convert = FALSE)$settings$verbosity <- if (isTRUE(verbose)) 2L else 1L
+  settings <- reticulate::py_get_attr(.engine(NULL, convert = FALSE), "settings")
+  reticulate::py_set_attr(settings, "verbosity", if (isTRUE(verbose)) 2L else 1L)
   invisible(NULL)
 }
 

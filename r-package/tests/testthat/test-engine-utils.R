@@ -62,3 +62,13 @@ test_that("pybridge's Python warnings become R warnings", {
                  "cell type 'Mk' has 3 cells; merge it")
   expect_identical(out, "Mk")
 })
+
+test_that(".py_verbosity sets the engine's verbosity from verbose", {
+  settings <- reticulate::import("pybridge", convert = FALSE)$settings
+  before <- reticulate::py_to_r(settings$verbosity)
+  on.exit(reticulate::py_set_attr(settings, "verbosity", before))
+  pybridge:::.py_verbosity(FALSE)
+  expect_identical(reticulate::py_to_r(settings$verbosity), 1L)
+  pybridge:::.py_verbosity(TRUE)
+  expect_identical(reticulate::py_to_r(settings$verbosity), 2L)
+})
