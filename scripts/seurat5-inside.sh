@@ -1,0 +1,37 @@
+#!/bin/bash
+# Runs INSIDE the trixie root (called by scripts/seurat5-test.sh through seurat5-root.sh run):
+#   seurat5-inside.sh CHECKOUT install          R CMD INSTALL r-package into the root's R library
+#                                               (from a copy: the checkout stays untouched; skipped
+#                                               when the package files did not change)
+#   seurat5-inside.sh CHECKOUT rtests [REGEX]   testthat (vignettes included), like scripts/test.sh
+#   seurat5-inside.sh CHECKOUT pytest [ARGS]    the pytest suite with the NumPy 2 virtualenv
+# PYBRIDGE_TEST_FAST=1 (set by --fast) skips training and vignettes, as in the host tier.
+set -euo pipefail
+ROOT=$1; STEP=$2; shift 2
+cd "$ROOT"
+LIB=/usr/local/lib/R/site-library
+case "$STEP" in
+  install)
+    h=$(cd r-package && find . -type f ! -name '*.o' ! -name '*.so' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+    if [ "$(cat "$LIB/pybridge/.pybridge-stamp" 2>/dev/null)" = "$h" ] && Rscript -e 'library(pybridge)' >/dev/null 2>&1; then
+      exit 0
+    fi
+    tmp=$(mktemp -d)
+    cp -r r-package "$tmp/pybridge"
+    rm -f "$tmp"/pybridge/src/*.o "$tmp"/pybridge/src/*.so
+    R CMD INSTALL --no-test-load -l "$LIB" "$tmp/pybridge" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log"; exit 1; }
+    echo "$h" > "$LIB/pybridge/.pybridge-stamp"
+    rm -rf "$tmp"
+    ;;
+  rtests)
+    Rscript -e 'cat(R.version.string, "| Seurat", format(packageVersion("Seurat")), "| SeuratObject", format(packageVersion("SeuratObject")), "| reticulate", format(packageVersion("reticulate")), "\n")'
+    FILTER=${1:-} Rscript -e 'options(testthat.progress.max_fails = Inf); f <- Sys.getenv("FILTER"); res <- testthat::test_dir("r-package/tests/testthat", filter = if (nzchar(f)) f else NULL, package = "pybridge", load_package = "installed", reporter = testthat::SummaryReporter$new(show_praise = FALSE), stop_on_failure = FALSE); df <- as.data.frame(res); nf <- sum(df$failed) + sum(df$error); cat(sprintf("R (Seurat 5 tier): %d passed, %d failed, %d skipped\n", sum(df$nb) - sum(df$failed) - sum(df$skipped), nf, sum(df$skipped))); quit(status = as.integer(nf > 0))'
+    ;;
+  pytest)
+    ARGS=()
+    if [ -n "${PYBRIDGE_TEST_FAST:-}" ]; then ARGS=(-m "not slow"); fi
+    "$PYBRIDGE_PYTHON" -c 'import importlib.metadata as md, numpy; print("Python tests (Seurat 5 tier): numpy", numpy.__version__, "rpy2", md.version("rpy2"))'
+    "$PYBRIDGE_PYTHON" -m pytest -q -p no:cacheprovider -rs "${ARGS[@]}" "$@" tests
+    ;;
+  *) echo "unknown step $STEP" >&2; exit 2 ;;
+esac
