@@ -15,7 +15,7 @@ Submodules follow scanpy's layout:
 from importlib import import_module
 
 __version__ = "0.1.0"
-_SUBMODULES = ("io", "pp", "tl", "models", "datasets")
+_SUBMODULES = ("io", "pp", "tl", "pl", "models", "datasets")
 __all__ = [*_SUBMODULES, "settings", "__version__"]
 
 
