@@ -91,7 +91,7 @@ def pybridge_cell2location(ref, vis, *, ref_epochs, epochs, num_samples, lr, see
 
 
 def ground_truth(ref, genes, *, epochs, ref_epochs, lr, n_spots, num_samples, seed=0, depth=1.0):
-    from test_deconvolve import pseudo_spots, score
+    from deconv_truth import pseudo_spots, score
 
     from pybridge.tl import deconvolve
 
@@ -101,7 +101,7 @@ def ground_truth(ref, genes, *, epochs, ref_epochs, lr, n_spots, num_samples, se
     s = spatial.copy()
     t = _timer()
     deconvolve(s, half, labels_key="cell_type", method="nnls", n_cells_per_location=float(ncells.mean()))
-    res["nnls"] = dict(zip(("r", "rmse"), score(s.obsm["cell2location_proportions"], truth)))
+    res["nnls"] = dict(zip(("r", "rmse"), score(s.obsm["nnls_proportions"], truth)))
     res["nnls"]["seconds"] = _since(t)[0]
     s = spatial.copy()
     t = _timer()
@@ -171,10 +171,10 @@ def main(argv=None):
     deconvolve(v, ref, labels_key="cell_type", method="nnls")
     nw, nc = _since(t)
     figures["nnls_wall"], figures["nnls_cpu"] = nw, nc
-    print(f"nnls: {nw:.2f} s (cpu {nc:.2f}) for {vis.n_obs} spots x {v.uns['cell2location']['n_genes']} genes")
+    print(f"nnls: {nw:.2f} s (cpu {nc:.2f}) for {vis.n_obs} spots x {v.uns['nnls']['n_genes']} genes")
 
     if not a.skip_truth:
-        from test_deconvolve import variable_genes
+        from deconv_truth import variable_genes
 
         hvg = variable_genes(ref, 2000)
         shared = [g for g in ref.var_names if g in set(vis.var_names)]

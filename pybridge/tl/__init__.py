@@ -15,6 +15,8 @@ _FUNCS = {
     "annotate": "._annotate",
     "read_gmt": "pybridge._core",
     "deconvolve": "._deconvolve",
+    "cell2location": "._cell2location",
+    "nnls": "._nnls",
     "score_perturbation": "._perturbation",
     "neighbors": "._graph",
     "umap": "._graph",

@@ -15,6 +15,13 @@
 
 .py_strings <- function(x) as.character(unlist(reticulate::py_to_r(x$tolist())))
 
+# meta.data column names for per-type results: "<short>.<quantile>.<cell type>", made
+# syntactically valid and unique by make.names() ourselves (cell type "CD4 T" gives
+# "c2l.q05.CD4.T"), so AddMetaData() keeps them as they are and Misc() can list them truthfully.
+.deconv_columns <- function(method, quantile, cell.types) {
+  make.names(paste0(.deconv_short[[method]], ".", quantile, ".", cell.types), unique = TRUE)
+}
+
 #' Deconvolve spatial spots into cell-type abundances (cell2location or NNLS)
 #'
 #' Estimates, for every spot of a spatial Seurat object (e.g. 10x Visium), how many cells of
@@ -34,8 +41,10 @@
 #'
 #' * meta.data columns per cell type with the chosen posterior summary, prefixed
 #'   `c2l.<quantile>.` (e.g. `c2l.q05.B_Plasma`; cell2location's recommended summary is the 5%
-#'   quantile, "cell abundance confidently present") or `nnls.mean.` for NNLS. They work with
-#'   [Seurat::SpatialFeaturePlot()] (tissue image underneath) and [SpatialAbundancePlot()].
+#'   quantile, "cell abundance confidently present") or `nnls.mean.` for NNLS. Names are made
+#'   syntactically valid with [make.names()] (cell type `"CD4 T"` gives `c2l.q05.CD4.T`);
+#'   `Misc(object, key.added)$meta.data.columns` maps each cell type to its column. They work
+#'   with [Seurat::SpatialFeaturePlot()] (tissue image underneath) and [SpatialAbundancePlot()].
 #' * an assay `key.added` (default `"cell2location"`, or `"nnls"`): cell types x spots,
 #'   posterior mean abundances in the `data` slot. Seurat turns `_` into `-` in feature
 #'   names (`B_Plasma` becomes `B-Plasma`); the original names are in the assay's misc.
@@ -106,7 +115,7 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
     if (!is.null(dots[[nm]])) dots[[nm]] <- as.integer(dots[[nm]])
   }
   args <- list(method = method, n_cells_per_location = n.cells.per.location,
-               detection_alpha = detection.alpha, device = device, progress_bar = isTRUE(verbose),
+               detection_alpha = detection.alpha, device = device, verbose = isTRUE(verbose),
                key_added = key)
   if (!is.null(max.epochs)) args$max_epochs <- as.integer(max.epochs)
   if (!is.null(reference.max.epochs)) args$reference_max_epochs <- as.integer(reference.max.epochs)
@@ -154,14 +163,14 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
               list(cell.types = cell.types, method = method, pybridge.deconvolution = TRUE))
 
   meta <- as.data.frame(mats[[quantile]], check.names = FALSE)
-  prefix <- paste0(.deconv_short[[method]], ".", quantile, ".")
-  colnames(meta) <- paste0(prefix, cell.types)
+  colnames(meta) <- .deconv_columns(method, quantile, cell.types)
 
   params <- reticulate::py_to_r(item("params"))
   history <- lapply(reticulate::py_to_r(item("history")), as.numeric)
   info <- list(
     method = method, params = params, cell.types = cell.types, genes = .py_strings(item("genes")),
-    signatures = .py_df(item("signatures")), quantiles = quantiles, meta.data.columns = colnames(meta),
+    signatures = .py_df(item("signatures")), quantiles = quantiles,
+    meta.data.columns = stats::setNames(colnames(meta), cell.types),
     assay = key, history = history, seconds = reticulate::py_to_r(item("seconds"))
   )
   for (k in c("detection_mean", "scale", "n_reference_genes_after_filter")) {

@@ -103,7 +103,7 @@ RunSCVI <- function(object, batch, assay = NULL, features = NULL, nfeatures = 20
     batch_size = as.integer(batch.size), device = device, labels_key = labels,
     method = if (is.null(labels)) "scvi" else "scanvi",
     save_path = if (!is.null(model.dir)) normalizePath(model.dir, mustWork = FALSE),
-    progress_bar = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed)
+    verbose = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed)
   )
   extra <- list(...)
   if (length(extra)) args[names(extra)] <- extra
@@ -177,7 +177,7 @@ MapQuerySCVI <- function(query, model.dir, assay = NULL, batch = NULL, labels = 
   adata <- .job_anndata(query, assay = assay, layer = "counts", arg = "query")
   args <- list(adata, normalizePath(model.dir, mustWork = FALSE), batch_key = batch, labels_key = labels,
                max_epochs = .as_int_or_null(max.epochs), batch_size = as.integer(batch.size), device = device,
-               progress_bar = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed))
+               verbose = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed))
   extra <- list(...)
   if (length(extra)) args[names(extra)] <- extra
   .scvi_call(.engine("tl")$map_query_scvi, args)

@@ -138,3 +138,23 @@ test_that("SpatialAbundancePlot takes coordinates from an image or a 'spatial' r
   expect_equal(p$data$x, unname(vis$x * 0.5))
   expect_equal(p$data$y, -unname(vis$y * 0.5))
 })
+
+test_that("cell types with spaces get valid, stable meta.data names, listed truthfully in Misc", {
+  r2 <- ref
+  lab <- as.character(r2$cell_type)
+  lab[lab == "T_CD4"] <- "CD4 T"
+  r2$cell_type <- lab
+  expect_no_warning(out <- Deconvolve(vis, r2, "cell_type", method = "nnls", verbose = FALSE))
+  info <- SeuratObject::Misc(out, "nnls")
+  cols <- info$meta.data.columns
+  expect_true("nnls.mean.CD4.T" %in% colnames(out[[]]))
+  expect_identical(unname(cols), make.names(unname(cols)))  # valid as they are: AddMetaData keeps them
+  expect_true(all(cols %in% colnames(out[[]])))  # Misc lists the columns that exist
+  expect_identical(names(cols), info$cell.types)  # ... named by the cell type they hold
+  expect_identical(cols[["CD4 T"]], "nnls.mean.CD4.T")
+  expect_equal(out$nnls.mean.CD4.T, unname(t(as.matrix(SeuratObject::GetAssayData(out[["nnls"]])))[, "CD4 T"]),
+               ignore_attr = TRUE)
+  # stable: the same call gives the same names
+  again <- Deconvolve(vis, r2, "cell_type", method = "nnls", verbose = FALSE)
+  expect_identical(SeuratObject::Misc(again, "nnls")$meta.data.columns, cols)
+})

@@ -129,6 +129,10 @@ def test_scanvi_reference_query_mapping(tmp_path):
     assert knn_acc > 0.8  # measured 0.91
     assert scanvi_acc > 0.78  # measured 0.86
     assert score.min() >= 0 and score.max() <= 1
+    # max_epochs=0 is documented as "no training": the frozen reference encoder places the query
+    q0 = query.copy()
+    tl.map_query_scvi(q0, mdir, max_epochs=0, device="cpu", key_added="X_untrained", verbose=False)
+    assert np.isfinite(q0.obsm["X_untrained"]).all() and q0.uns["X_untrained"]["params"]["max_epochs"] == 0
 
     # the saved model reloads with scvi-tools from its json (the contract other jobs rely on)
     import scvi
@@ -186,7 +190,7 @@ def test_devices_and_strategy_reach_the_trainer(monkeypatch):
 
 @pytest.mark.slow
 def test_strategy_object_used_by_trainer_and_model_reloads(tmp_path, capfd):
-    """A real (1-epoch) run: the Lightning Trainer uses the strategy we pass; silent without progress_bar;
+    """A real (1-epoch) run: the Lightning Trainer uses the strategy we pass; silent with verbose=False;
     the saved SCVI model reloads with scvi.model.SCVI.load(dir, adata=...) and gives the same latent."""
     import scvi
     import torch
@@ -195,19 +199,22 @@ def test_strategy_object_used_by_trainer_and_model_reloads(tmp_path, capfd):
     strat = SingleDeviceStrategy(device=torch.device("cpu"))
     a = _small()
     model = tl.integrate_scvi(a, batch_key="donor", n_top_genes=300, max_epochs=2, device="cpu", devices=1,
-                              strategy=strat, return_model=True, save_path=tmp_path / "m")
+                              strategy=strat, return_model=True, save_path=tmp_path / "m", verbose=False)
     assert model.trainer.strategy is strat
     cap = capfd.readouterr()
-    assert "Epoch" not in cap.out + cap.err  # no progress bar (nor Lightning messages) when progress_bar=False
+    assert "Epoch" not in cap.out + cap.err  # no progress bar (nor Lightning messages) when verbose=False
     assert "GPU available" not in cap.out + cap.err
     info = _scvi.read_model_info(tmp_path / "m")
     assert info["model_class"] == "SCVI" and len(info["genes"]) == 300
     m = scvi.model.SCVI.load(str(tmp_path / "m"), adata=_scvi.model_anndata(a, info))
     np.testing.assert_allclose(m.get_latent_representation(), a.obsm["X_scVI"], atol=1e-4)
-    tl.integrate_scvi(a, batch_key="donor", n_top_genes=300, max_epochs=1, device="cpu", progress_bar=True,
+    tl.integrate_scvi(a, batch_key="donor", n_top_genes=300, max_epochs=1, device="cpu", verbose=True,
                       key_added="X_verbose")
     cap = capfd.readouterr()
     assert "Epoch 1/1" in cap.out + cap.err  # progress bar (scvi-tools' tqdm, on stdout) when asked
+    tl.integrate_scvi(a, batch_key="donor", n_top_genes=300, max_epochs=1, device="cpu", progress_bar=True,
+                      key_added="X_verbose")  # the older spelling still works
+    assert "Epoch 1/1" in "".join(capfd.readouterr())
     assert "litlogger" not in cap.out + cap.err  # Lightning's advertisement is filtered out
 
 
@@ -331,3 +338,40 @@ def test_integration_scores_respond_to_mixing_and_separation():
     assert real["n_batches"] == 2 and real["n_labels"] == 13 and real["n_cells"] == 2000
     with pytest.raises(KeyError, match="Keys that exist: X_pca"):
         tl.integration_scores(a, embedding="X_umap", batch_key="stim", label_key="seurat_annotations")
+
+
+# ------------------------------------------------------------------------------ numbers checked first
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"max_epochs": -1}, "max_epochs must be at least 1, got -1"),
+    ({"max_epochs": 0}, "max_epochs must be at least 1, got 0"),
+    ({"max_epochs": 2.5}, "max_epochs must be a whole number"),
+    ({"scanvi_max_epochs": 0}, "scanvi_max_epochs must be at least 1"),
+    ({"kl_warmup_epochs": -5}, "kl_warmup_epochs must be at least 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"n_latent": 0}, "n_latent must be at least 1"),
+])
+def test_epochs_and_sizes_out_of_range_fail_before_any_work(monkeypatch, kw, msg):
+    """max_epochs = -1 used to train forever and 0 to return an untrained model: both are errors now,
+    raised before gene selection or training start."""
+    from pybridge.tl import _scvi as mod
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the checks")
+
+    monkeypatch.setattr(mod, "select_genes", no_work)
+    a = _small()
+    with pytest.raises(ValueError, match=msg):
+        tl.integrate_scvi(a, batch_key="donor", device="cpu", **kw)
+    assert "X_scVI" not in a.obsm
+    with pytest.raises(TypeError, match="max_epochs must be a number"):
+        tl.integrate_scvi(a, batch_key="donor", device="cpu", max_epochs="10")
+
+
+def test_map_query_epochs_zero_means_no_training_negative_is_an_error(tmp_path):
+    a = _small()
+    with pytest.raises(ValueError, match="max_epochs must be at least 0, got -1"):
+        tl.map_query_scvi(a, tmp_path, max_epochs=-1)  # checked before the model directory is read
+    with pytest.raises(FileNotFoundError):  # 0 (documented: no training) passes the check
+        tl.map_query_scvi(a, tmp_path, max_epochs=0)
