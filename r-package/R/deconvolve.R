@@ -111,14 +111,12 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
     if (is.null(names(dots)) || any(!nzchar(names(dots)))) stop("options in ... must be named.", call. = FALSE)
     names(dots) <- gsub(".", "_", names(dots), fixed = TRUE)
   }
-  for (nm in c("num_samples", "batch_size", "random_state")) {
-    if (!is.null(dots[[nm]])) dots[[nm]] <- as.integer(dots[[nm]])
-  }
+  # numbers go as they are: the engine checks them (epochs >= 1, ...) before any work, and
+  # .engine_call() reports its errors with these R names
   args <- list(method = method, n_cells_per_location = n.cells.per.location,
-               detection_alpha = detection.alpha, device = device, verbose = isTRUE(verbose),
-               key_added = key)
-  if (!is.null(max.epochs)) args$max_epochs <- as.integer(max.epochs)
-  if (!is.null(reference.max.epochs)) args$reference_max_epochs <- as.integer(reference.max.epochs)
+               detection_alpha = detection.alpha, device = device, key_added = key)
+  if (!is.null(max.epochs)) args$max_epochs <- max.epochs
+  if (!is.null(reference.max.epochs)) args$reference_max_epochs <- reference.max.epochs
 
   ref_py <- NULL
   if (inherits(reference, "Seurat")) {
@@ -135,10 +133,11 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
          paste(class(reference), collapse = "/"), ".", call. = FALSE)
   }
 
-  .py_verbosity(verbose)
   sp_py <- .job_anndata(object, assay = assay, layer = "counts", arg = "object")
-  tl <- .engine("tl", convert = FALSE)
-  summary <- do.call(tl$deconvolve, c(list(sp_py, ref_py), args, dots))
+  summary <- do.call(.engine_call, c(list("deconvolve", spatial = sp_py, reference = ref_py), args, dots, list(
+    verbose = isTRUE(verbose), .convert = FALSE, .call = sys.call(),
+    .arg_names = c(labels_key = "reference.labels", spatial = "object")
+  )), quote = TRUE)  # quote: .call is a call, not to be evaluated
 
   # ---- pull results back (nothing is written into `object` until all is read) ----------
   item <- function(k) reticulate::py_get_item(summary, k)

@@ -27,6 +27,11 @@
 
 .as_int_or_null <- function(x) if (is.null(x)) NULL else as.integer(x)
 
+# Python argument names of integrate_scvi / map_query_scvi -> RunSCVI's, for the engine's errors.
+.scvi_r_names <- c(batch_key = "batch", n_top_genes = "nfeatures", genes = "features", labels_key = "labels",
+                   categorical_covariate_keys = "covariates", continuous_covariate_keys = "covariates",
+                   save_path = "model.dir", random_state = "seed", adata = "object")
+
 .r <- function(x) if (inherits(x, "python.builtin.object")) reticulate::py_to_r(x) else x
 
 .uns_list <- function(adata, key) {
@@ -93,21 +98,21 @@ RunSCVI <- function(object, batch, assay = NULL, features = NULL, nfeatures = 20
          paste(colnames(object[[]]), collapse = ", "), ".", call. = FALSE)
   }
   cov <- .split_covariates(object[[]], covariates)
-  .py_verbosity(verbose)
   adata <- .job_anndata(object, assay = assay, layer = "counts")
+  # numbers go as they are: the engine checks them before any work (max.epochs >= 1, ...)
   args <- list(
-    adata, batch_key = batch, n_top_genes = as.integer(nfeatures),
+    "integrate_scvi", adata = adata, batch_key = batch, n_top_genes = nfeatures,
     genes = if (!is.null(features)) as.list(as.character(features)),
     categorical_covariate_keys = cov$cat, continuous_covariate_keys = cov$cont,
-    n_latent = as.integer(n.latent), n_layers = as.integer(n.layers), max_epochs = .as_int_or_null(max.epochs),
-    batch_size = as.integer(batch.size), device = device, labels_key = labels,
-    method = if (is.null(labels)) "scvi" else "scanvi",
+    n_latent = n.latent, n_layers = n.layers, max_epochs = max.epochs, batch_size = batch.size, device = device,
+    labels_key = labels, method = if (is.null(labels)) "scvi" else "scanvi",
     save_path = if (!is.null(model.dir)) normalizePath(model.dir, mustWork = FALSE),
-    verbose = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed)
+    key_added = "X_scVI", random_state = seed
   )
   extra <- list(...)
   if (length(extra)) args[names(extra)] <- extra
-  .scvi_call(.engine("tl")$integrate_scvi, args)
+  do.call(.engine_call, c(args, list(verbose = isTRUE(verbose), .call = sys.call(), .arg_names = .scvi_r_names)),
+          quote = TRUE)  # quote: .call is a call, not to be evaluated
 
   emb <- .py_obsm(adata, "X_scVI")
   info <- .uns_list(adata, "X_scVI")
@@ -173,14 +178,15 @@ MapQuerySCVI <- function(query, model.dir, assay = NULL, batch = NULL, labels = 
            paste(colnames(reference[[]]), collapse = ", "), ".", call. = FALSE)
     }
   }
-  .py_verbosity(verbose)
   adata <- .job_anndata(query, assay = assay, layer = "counts", arg = "query")
-  args <- list(adata, normalizePath(model.dir, mustWork = FALSE), batch_key = batch, labels_key = labels,
-               max_epochs = .as_int_or_null(max.epochs), batch_size = as.integer(batch.size), device = device,
-               verbose = isTRUE(verbose), key_added = "X_scVI", random_state = as.integer(seed))
+  args <- list("map_query_scvi", query = adata, model_path = normalizePath(model.dir, mustWork = FALSE),
+               batch_key = batch, labels_key = labels, max_epochs = max.epochs, batch_size = batch.size,
+               device = device, key_added = "X_scVI", random_state = seed)
   extra <- list(...)
   if (length(extra)) args[names(extra)] <- extra
-  .scvi_call(.engine("tl")$map_query_scvi, args)
+  do.call(.engine_call, c(args, list(verbose = isTRUE(verbose), .call = sys.call(),
+                                     .arg_names = c(.scvi_r_names, query = "query", model_path = "model.dir"))),
+          quote = TRUE)
   emb <- .py_obsm(adata, "X_scVI")
   info <- .uns_list(adata, "X_scVI")
   query <- .add_reduction(query, emb, reduction.name, reduction.key, assay, misc = info)

@@ -25,6 +25,7 @@ b_contrast <- function(abundance, share) {
 }
 
 test_that("Deconvolve(method = 'cell2location') runs end to end and stores results where Seurat users look", {
+  skip_slow()
   # 400 of the 1,000 spots and 1,000 epochs at lr 0.02 keep this to about a minute of CPU
   set.seed(1)
   vis <- vis[, sort(sample(colnames(vis), 400))]
@@ -110,6 +111,12 @@ test_that("bad input gives clear errors and leaves the object untouched", {
   lognorm <- Seurat::SetAssayData(lognorm, slot = "counts", new.data = Seurat::GetAssayData(lognorm, slot = "data"))
   expect_error(Deconvolve(lognorm, ref, "cell_type", method = "nnls", verbose = FALSE), "non-integer")
   expect_error(Deconvolve(vis, 42, method = "nnls"), "reference must be a Seurat object")
+  # epochs <= 0 are errors (in R's names) before the reference is fitted
+  expect_error(Deconvolve(vis, ref, "cell_type", max.epochs = 0, verbose = FALSE), "max.epochs must be at least 1, got 0")
+  expect_error(Deconvolve(vis, ref, "cell_type", max.epochs = -1, verbose = FALSE), "max.epochs must be at least 1")
+  expect_error(Deconvolve(vis, ref, "cell_type", reference.max.epochs = 0, verbose = FALSE),
+               "reference.max.epochs must be at least 1")
+  expect_error(Deconvolve(vis, ref, "cell_type", num.samples = 0, verbose = FALSE), "num.samples must be at least 1")
   expect_identical(vis, before)
   expect_error(SpatialAbundancePlot(vis, "B"), "no assay 'cell2location'")
 })

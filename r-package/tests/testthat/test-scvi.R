@@ -13,6 +13,7 @@ pca_baseline <- function(obj) {
 }
 
 test_that("RunSCVI mixes the three chemistries better than PCA while cell types stay apart", {
+  skip_slow()
   obj <- pca_baseline(pbmc())
   counts0 <- SeuratObject::GetAssayData(obj, slot = "counts")
   # short CPU training: 40 epochs, KL warm-up 15, learning rate 4e-3 (scvi-tools default 1e-3 needs more epochs)
@@ -46,6 +47,7 @@ test_that("RunSCVI mixes the three chemistries better than PCA while cell types 
 })
 
 test_that("MapQuerySCVI maps a third chemistry into a two-chemistry reference", {
+  skip_slow()
   obj <- pbmc()
   ref <- subset(obj, subset = donor != "3pv1")
   query <- subset(obj, subset = donor == "3pv1")
@@ -102,11 +104,20 @@ test_that("bad inputs give clear errors and leave the object untouched", {
   expect_error(RunSCVI(small, max.epochs = 1), "`batch` must name one meta.data column")
   expect_error(RunSCVI(small, batch = "donor", covariates = "chem"), "covariate column\\(s\\) 'chem' not in meta.data")
   expect_error(MapQuerySCVI(small, file.path(tempdir(), "no_such_model")), "model.pt and pybridge_scvi.json")
+  # epochs: -1 used to train forever, 0 to return an untrained model; now errors in R's names, before any work
+  expect_error(RunSCVI(small, batch = "donor", max.epochs = -1, verbose = FALSE), "max.epochs must be at least 1, got -1")
+  expect_error(RunSCVI(small, batch = "donor", max.epochs = 0, verbose = FALSE), "max.epochs must be at least 1, got 0")
+  expect_error(RunSCVI(small, batch = "donor", max.epochs = 1, batch.size = 0, verbose = FALSE),
+               "batch.size must be at least 1")
+  # MapQuerySCVI documents 0 as "no training": only negative values are errors
+  expect_error(MapQuerySCVI(small, file.path(tempdir(), "no_such_model"), max.epochs = -1),
+               "max.epochs must be at least 0, got -1")
   expect_identical(small, before)
   expect_false("scvi" %in% SeuratObject::Reductions(small))
 })
 
 test_that("RunSCVI(labels =) trains scANVI and adds its predictions to meta.data", {
+  skip_slow()
   obj <- pbmc()
   small <- subset(obj, cells = colnames(obj)[c(1:100, 500:600)])
   small$cell_type <- as.character(small$cell_type)
@@ -121,6 +132,7 @@ test_that("RunSCVI(labels =) trains scANVI and adds its predictions to meta.data
 })
 
 test_that("scVIIntegration follows the IntegrateLayers method contract (v4 Assay + groups)", {
+  skip_slow()
   obj <- pbmc()
   small <- subset(obj, cells = colnames(obj)[c(1:100, 500:600)])
   groups <- data.frame(group = small$donor, row.names = colnames(small))
@@ -136,4 +148,26 @@ test_that("scVIIntegration follows the IntegrateLayers method contract (v4 Assay
   small[["integrated.scvi"]] <- res[[1]]  # what IntegrateLayers does with the result
   expect_true("integrated.scvi" %in% SeuratObject::Reductions(small))
   expect_error(scVIIntegration(small[["RNA"]]), "`groups`")
+})
+
+test_that("RunSCVI shows training progress when verbose and nothing from Lightning when not", {
+  skip_slow()
+  # the engine writes to the console from Python (reticulate), which capture.output() does not
+  # see: run each call in a fresh R process and read its console output
+  run <- function(verbose) {
+    script <- tempfile(fileext = ".R")
+    on.exit(unlink(script))
+    writeLines(c(
+      "suppressPackageStartupMessages(library(pybridge))",
+      sprintf("obj <- readRDS('%s')", shared_data("pbmc_3tech.rds")),
+      "obj <- subset(obj, cells = colnames(obj)[c(1:100, 500:600)])",
+      sprintf(paste0("invisible(RunSCVI(obj, batch = 'donor', nfeatures = 300, max.epochs = 2, run.umap = FALSE, ",
+                     "device = 'cpu', verbose = %s))"), verbose)
+    ), script)
+    system2(file.path(R.home("bin"), "Rscript"), script, stdout = TRUE, stderr = TRUE)
+  }
+  loud <- run(TRUE)
+  expect_true(any(grepl("Epoch 2/2", loud)), info = paste(loud, collapse = "\n"))
+  quiet <- run(FALSE)
+  expect_false(any(grepl("Epoch|GPU available|Seed set|training scVI", quiet)), info = paste(quiet, collapse = "\n"))
 })
