@@ -1,11 +1,13 @@
 """Seurat ``.rds`` files from Python, through an embedded R (rpy2).
 
-The mapping is the bridge's, not a second one: R's ``pybridge:::.seurat_to_parts()`` takes the
-Seurat object apart into typed parts and :func:`pybridge.io.anndata_from_parts` builds the
-AnnData (the same two steps as R's ``as.AnnData()``); for writing,
-:func:`pybridge.io.anndata_to_parts` and R's ``pybridge:::.seurat_from_parts()`` (as in R's
-``as.Seurat()``). Only the transport differs: parts cross through rpy2 as plain R vectors and
-lists instead of reticulate.
+The mapping is the bridge's, not a second one: the R package's exported ``rds_to_parts()`` takes
+the Seurat object apart into typed parts (its ``.seurat_to_parts()``) and
+:func:`pybridge.io.anndata_from_parts` builds the AnnData (the same two steps as R's
+``as.AnnData()``); for writing, :func:`pybridge.io.anndata_to_parts` and R's ``parts_to_rds()``
+(``.seurat_from_parts()``, as in R's ``as.Seurat()``); ``convert_file()`` runs R's
+``WriteH5AD()`` / ``ReadH5AD()``. Only the transport differs: parts cross through rpy2 as plain R
+vectors and lists instead of reticulate. Python calls these R functions by name
+(``getExportedValue``), no R code is evaluated from strings.
 
 Needs R with the Seurat and pybridge R packages (``R CMD INSTALL r-package``, or
 ``bash scripts/setup.sh``) and rpy2 < 3.6 (``pip install 'pybridge[r]'``).
@@ -24,68 +26,16 @@ from ._bridge import anndata_from_parts, anndata_to_parts
 
 _INT32_MAX = 2**31 - 1
 
-# R side: unlist the lists of one-string elements that the parts use for reticulate (cell and
-# feature names, character columns) into 1-d character arrays, so they cross as one vector.
-_R_HELPERS = r"""
-local({
-  flat <- function(x) {
-    if (is.list(x) && !is.object(x)) {
-      if (length(x) && is.null(names(x)) &&
-          all(vapply(x, function(v) is.character(v) && length(v) == 1L && is.null(attributes(v)), logical(1)))) {
-        v <- unlist(x, use.names = FALSE)
-        dim(v) <- length(v)
-        return(v)
-      }
-      for (k in seq_along(x)) if (!is.null(x[[k]])) x[[k]] <- flat(x[[k]])
-      return(x)
-    }
-    x
-  }
-  notes <- function(expr) {  # run expr, return the messages it printed (conversion notes)
-    msgs <- character(0)
-    withCallingHandlers(expr, message = function(m) {
-      msgs <<- c(msgs, conditionMessage(m))
-      invokeRestart("muffleMessage")
-    })
-    msgs
-  }
-  list(
-    read = function(path, assay, layer) {
-      obj <- readRDS(path)
-      if (!inherits(obj, "Seurat")) {
-        stop(path, " holds a ", paste(class(obj), collapse = "/"), ", not a Seurat object.", call. = FALSE)
-      }
-      flat(pybridge:::.seurat_to_parts(obj, assay = assay, layer = layer, zero.copy = FALSE))
-    },
-    write = function(parts, path, assay) {
-      obj <- pybridge:::.seurat_from_parts(parts, assay = assay, verbose = FALSE)
-      saveRDS(obj, path)
-      as.character(unlist(obj@misc[["pybridge.report"]]))
-    },
-    rds_to_h5ad = function(src, dst, assay, layer, overwrite) {
-      obj <- readRDS(src)
-      if (!inherits(obj, "Seurat")) {
-        stop(src, " holds a ", paste(class(obj), collapse = "/"), ", not a Seurat object.", call. = FALSE)
-      }
-      notes(pybridge::WriteH5AD(obj, dst, assay = assay, layer = layer, overwrite = overwrite, verbose = TRUE))
-    },
-    h5ad_to_rds = function(src, dst, assay, layer, overwrite) {
-      notes({
-        obj <- pybridge::ReadH5AD(src, assay = assay, X.layer = layer, verbose = TRUE)
-        pybridge:::.atomic_write(dst, overwrite, function(tmp) saveRDS(obj, tmp))
-      })
-    }
-  )
-})
-"""
-
 _STATE: dict = {}
 
 
+_R_FUNCTIONS = ("rds_to_parts", "parts_to_rds", "convert_file")  # exported by the R package (rpy2.R)
+
+
 def _r():
-    """Start the embedded R (once), check the R packages, return the R helper functions."""
-    if "helpers" in _STATE:
-        return _STATE["helpers"]
+    """Start the embedded R (once), check the R package, return its exported functions by name."""
+    if "functions" in _STATE:
+        return _STATE["functions"]
     try:
         import rpy2.rinterface as ri
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -94,18 +44,26 @@ def _r():
             f"(and R with Seurat). Import failed: {e}"
         ) from e
     ri.initr_simple()  # the embedded R (no-op when already running)
-    ok = ri.evalr('suppressWarnings(suppressPackageStartupMessages(requireNamespace("pybridge", quietly = TRUE)))')
+    base = ri.baseenv
+    ok = base.find("requireNamespace")(ri.StrSexpVector(["pybridge"]), quietly=ri.BoolSexpVector([True]))
     if not bool(ok[0]):
-        libs = ", ".join(str(v) for v in ri.evalr(".libPaths()"))
+        libs = ", ".join(str(v) for v in base.find(".libPaths")())
         raise ImportError(
             "the R package 'pybridge' is not installed in R's libraries (" + libs + "). Install it from the "
             "repository with `R CMD INSTALL r-package` (or `bash scripts/setup.sh`), or point R_LIBS at the "
             "library that has it."
         )
-    helpers = ri.evalr(_R_HELPERS)
-    _STATE["helpers"] = {str(k): v for k, v in zip(helpers.names, helpers)}
+    get = base.find("getExportedValue")
+    try:
+        functions = {name: get(ri.StrSexpVector(["pybridge"]), ri.StrSexpVector([name])) for name in _R_FUNCTIONS}
+    except Exception as e:  # an R package older than this Python package
+        raise ImportError(
+            f"the installed R package 'pybridge' does not export {', '.join(_R_FUNCTIONS)}: reinstall it from the "
+            f"same checkout as the Python package (`R CMD INSTALL r-package`). R said: {str(e).strip()}"
+        ) from None
     _STATE["ri"] = ri
-    return _STATE["helpers"]
+    _STATE["functions"] = functions
+    return functions
 
 
 def _call(fun, *args, **kwargs):
@@ -240,7 +198,7 @@ def read_seurat(path, assay: str | None = None, *, layer: str = "counts"):
     """
     path = _check_file(path)
     h = _r()
-    parts_r = _call(h["read"], str(path.resolve()), assay=assay, layer=layer)
+    parts_r = _call(h["rds_to_parts"], str(path.resolve()), assay=assay, layer=layer)
     parts = _from_r(parts_r)
     del parts_r
     adata = anndata_from_parts(parts)
@@ -285,7 +243,7 @@ def write_seurat(adata, path, overwrite: bool = False, *, assay: str | None = No
     path = Path(os.fspath(path)).expanduser().absolute()
     parts = anndata_to_parts(adata, X_layer=X_layer)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        report = _call(h["write"], parts, str(tmp), assay=assay)
+        report = _call(h["parts_to_rds"], parts, str(tmp), assay=assay)
     for note in report:
         logger.info("write_seurat: %s", note)
     return path
@@ -307,12 +265,9 @@ def convert_file(src, dst, *, assay: str | None = None, layer: str | None = None
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{str(dst)!r} already exists; use overwrite (--overwrite) to replace it.")
     h = _r()
-    if kinds == (".rds", ".h5ad"):
-        notes = _call(h["rds_to_h5ad"], str(src.resolve()), str(dst), assay=assay, layer=layer or "counts",
-                      overwrite=bool(overwrite))
-    else:
-        notes = _call(h["h5ad_to_rds"], str(src.resolve()), str(dst), assay=assay, layer=layer,
-                      overwrite=bool(overwrite))
+    if kinds == (".rds", ".h5ad") and layer is None:
+        layer = "counts"
+    notes = _call(h["convert_file"], str(src.resolve()), str(dst), assay=assay, layer=layer, overwrite=bool(overwrite))
     for note in notes:
         logger.info("%s", str(note).rstrip())
     return dst

@@ -1,10 +1,6 @@
-"""Seurat .rds files from Python (rpy2 + the R package's mapping), atomic writes, the convert CLI."""
+"""Seurat .rds files from Python (pybridge/io/_seurat_rds.py: rpy2 + the R package's exported functions)."""
 
 from __future__ import annotations
-
-import hashlib
-import subprocess
-import sys
 
 import anndata as ad
 import numpy as np
@@ -12,27 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import shared_path
+from filehelpers import PAIRS, file_md5, same_counts, seurat_names
 
-from pybridge.cli import main as cli_main
-from pybridge.io import atomic_path, read_seurat, write_h5ad_atomic, write_seurat
-
-RDS = ["kang_ifnb_processed", "pbmc_3tech", "lymphnode_reference", "lymphnode_visium", "papalexi_eccite"]
-PAIRS = ["pbmc_3tech", "lymphnode_reference", "lymphnode_visium", "papalexi_eccite"]  # same data as .h5ad too
-
-
-def _md5(p) -> str:
-    return hashlib.md5(open(p, "rb").read()).hexdigest()
-
-
-def _same_counts(a, b):
-    """X of two AnnData objects equal (as CSR), cells and features in the same order."""
-    xa, xb = sp.csr_matrix(a.X), sp.csr_matrix(b.X)
-    assert xa.shape == xb.shape
-    assert (xa != xb).nnz == 0
-
-
-def _seurat_names(names) -> list[str]:
-    return [n.replace("_", "-") for n in names]
+from pybridge.io import read_seurat, write_seurat
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +27,8 @@ def test_read_seurat_processed_object(kang_rds):
     # the same counts as the anndata-written kang_ifnb.h5ad (same cells)
     h5 = ad.read_h5ad(shared_path("kang_ifnb.h5ad"))
     assert list(a.obs_names) == list(h5.obs_names)
-    assert _seurat_names(h5.var_names) == list(a.var_names)
-    _same_counts(a, h5)
+    assert seurat_names(h5.var_names) == list(a.var_names)
+    same_counts(a, h5)
     assert a.obs["seurat_annotations"].dtype.name == "category"
     assert set(a.obs["seurat_annotations"].cat.categories) == set(h5.obs["seurat_annotations"].cat.categories)
     assert (a.obs["seurat_annotations"].astype(str) == h5.obs["seurat_annotations"].astype(str)).all()
@@ -71,8 +49,8 @@ def test_read_seurat_matches_the_h5ad_of_the_same_data(name):
     a = read_seurat(shared_path(f"{name}.rds"))
     h5 = ad.read_h5ad(shared_path(f"{name}.h5ad"))
     assert list(a.obs_names) == list(h5.obs_names)
-    assert list(a.var_names) == _seurat_names(h5.var_names)
-    _same_counts(a, h5)
+    assert list(a.var_names) == seurat_names(h5.var_names)
+    same_counts(a, h5)
     for col in h5.obs.columns:  # metadata values equal (the .rds has them as character or factor)
         if col in a.obs:
             x, y = a.obs[col], h5.obs[col]
@@ -90,7 +68,7 @@ def test_write_seurat_round_trip_keeps_everything(kang_rds, tmp_path):
     p = write_seurat(kang_rds, tmp_path / "kang.rds")
     assert p.exists()
     back = read_seurat(p)
-    _same_counts(back, kang_rds)
+    same_counts(back, kang_rds)
     for key in kang_rds.layers:
         np.testing.assert_array_equal(np.asarray(back.layers[key].todense() if sp.issparse(back.layers[key]) else back.layers[key]),
                                       np.asarray(kang_rds.layers[key].todense() if sp.issparse(kang_rds.layers[key]) else kang_rds.layers[key]))
@@ -122,7 +100,7 @@ def test_write_seurat_types_names_and_atomicity(tmp_path):
     target = tmp_path / "t.rds"
     write_seurat(a, target)
     back = read_seurat(target)
-    _same_counts(back, a)
+    same_counts(back, a)
     assert list(back.var_names) == list(a.var_names)  # '_' restored after Seurat's '-'
     assert list(back.obs_names) == list(a.obs_names)
     for col in ["grp", "nint", "nbool", "f"]:
@@ -135,36 +113,17 @@ def test_write_seurat_types_names_and_atomicity(tmp_path):
     assert int(back.uns["info"]["k"]) == 3 and str(back.uns["info"]["label"]) == "x"
 
     # atomic: an existing file is kept without overwrite, and a failing write leaves it untouched
-    md5 = _md5(target)
+    md5 = file_md5(target)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         write_seurat(a, target)
     bad = a.copy()
     bad.obs_names = ["dup"] * n
     with pytest.raises(RuntimeError, match="duplicated"):
         write_seurat(bad, target, overwrite=True)
-    assert _md5(target) == md5
+    assert file_md5(target) == md5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.rds"]
     write_seurat(a[:10].copy(), target, overwrite=True)
     assert read_seurat(target).n_obs == 10
-
-
-def test_atomic_path_and_write_h5ad_atomic(tmp_path):
-    target = tmp_path / "x.h5ad"
-    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
-        tmp.write_bytes(b"partial")
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-    a = ad.AnnData(X=np.eye(3, dtype=np.float32))
-    write_h5ad_atomic(a, target)
-    md5 = _md5(target)
-    with pytest.raises(FileExistsError):
-        write_h5ad_atomic(a, target)
-    with pytest.raises(ValueError, match="disk full"), atomic_path(target, overwrite=True) as tmp:
-        tmp.write_bytes(b"half")
-        raise ValueError("disk full")
-    assert _md5(target) == md5 and sorted(p.name for p in tmp_path.iterdir()) == ["x.h5ad"]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        write_h5ad_atomic(a, tmp_path / "missing" / "x.h5ad")
 
 
 def test_read_seurat_errors(tmp_path):
@@ -174,47 +133,3 @@ def test_read_seurat_errors(tmp_path):
         read_seurat(shared_path("pbmc_3tech.rds"), assay="ADT")
     with pytest.raises(RuntimeError, match="Layers that exist"):
         read_seurat(shared_path("pbmc_3tech.rds"), layer="scale.data")
-
-
-@pytest.mark.parametrize("name", RDS)
-def test_cli_converts_every_shared_rds_to_h5ad_scanpy_reads(name, tmp_path):
-    import scanpy as sc
-
-    out = tmp_path / f"{name}.h5ad"
-    assert cli_main(["convert", str(shared_path(f"{name}.rds")), str(out), "--quiet"]) == 0
-    a = sc.read_h5ad(out)
-    ref = read_seurat(shared_path(f"{name}.rds"))  # the same object through rpy2
-    assert list(a.obs_names) == list(ref.obs_names) and list(a.var_names) == list(ref.var_names)
-    _same_counts(a, ref)
-    for col in ref.obs.columns:
-        assert (a.obs[col].astype(str).to_numpy() == ref.obs[col].astype(str).to_numpy()).all(), col
-    if name in PAIRS:  # and the counts of the anndata-written file of the same data
-        _same_counts(a, ad.read_h5ad(shared_path(f"{name}.h5ad")))
-    if name == "kang_ifnb_processed":
-        np.testing.assert_array_equal(a.obsm["X_pca"], ref.obsm["X_pca"])
-        assert (a.obsp["RNA_snn"] != ref.obsp["RNA_snn"]).nnz == 0
-        sc.pp.normalize_total(a, target_sum=1e4)  # scanpy computes on it
-        sc.pp.log1p(a)
-        np.testing.assert_allclose(a.X.toarray(), ref.layers["data"].toarray(), atol=1e-6)
-    # and back: h5ad -> rds
-    rds = tmp_path / f"{name}.rds"
-    assert cli_main(["convert", str(out), str(rds), "--quiet"]) == 0
-    _same_counts(read_seurat(rds), ref)
-
-
-def test_cli_command_line(tmp_path):
-    src = shared_path("lymphnode_visium.rds")
-    out = tmp_path / "v.h5ad"
-    cmd = [sys.executable, "-m", "pybridge.cli", "convert", str(src), str(out), "--layer", "data"]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
-    a = ad.read_h5ad(out)
-    assert a.uns["pybridge"]["X_layer"] == "data" and a.uns["pybridge"]["assay"] == "Spatial"
-    md5 = _md5(out)
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 1 and "already exists" in r.stderr and _md5(out) == md5
-    r = subprocess.run([sys.executable, "-m", "pybridge.cli", "convert", str(src), str(tmp_path / "v.csv")],
-                       capture_output=True, text=True, check=False)
-    assert r.returncode == 1 and "one .rds and one .h5ad" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "pybridge.cli", "convert", str(src)], capture_output=True, text=True, check=False)
-    assert r.returncode == 2

@@ -1,0 +1,59 @@
+"""The command line (pybridge/cli.py): `pybridge convert` between .rds and .h5ad."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+from conftest import shared_path
+from filehelpers import PAIRS, RDS, file_md5, same_counts
+
+from pybridge.cli import main as cli_main
+from pybridge.io import read_seurat
+
+
+@pytest.mark.parametrize("name", RDS)
+def test_cli_converts_every_shared_rds_to_h5ad_scanpy_reads(name, tmp_path):
+    import scanpy as sc
+
+    out = tmp_path / f"{name}.h5ad"
+    assert cli_main(["convert", str(shared_path(f"{name}.rds")), str(out), "--quiet"]) == 0
+    a = sc.read_h5ad(out)
+    ref = read_seurat(shared_path(f"{name}.rds"))  # the same object through rpy2
+    assert list(a.obs_names) == list(ref.obs_names) and list(a.var_names) == list(ref.var_names)
+    same_counts(a, ref)
+    for col in ref.obs.columns:
+        assert (a.obs[col].astype(str).to_numpy() == ref.obs[col].astype(str).to_numpy()).all(), col
+    if name in PAIRS:  # and the counts of the anndata-written file of the same data
+        same_counts(a, ad.read_h5ad(shared_path(f"{name}.h5ad")))
+    if name == "kang_ifnb_processed":
+        np.testing.assert_array_equal(a.obsm["X_pca"], ref.obsm["X_pca"])
+        assert (a.obsp["RNA_snn"] != ref.obsp["RNA_snn"]).nnz == 0
+        sc.pp.normalize_total(a, target_sum=1e4)  # scanpy computes on it
+        sc.pp.log1p(a)
+        np.testing.assert_allclose(a.X.toarray(), ref.layers["data"].toarray(), atol=1e-6)
+    # and back: h5ad -> rds
+    rds = tmp_path / f"{name}.rds"
+    assert cli_main(["convert", str(out), str(rds), "--quiet"]) == 0
+    same_counts(read_seurat(rds), ref)
+
+
+def test_cli_command_line(tmp_path):
+    src = shared_path("lymphnode_visium.rds")
+    out = tmp_path / "v.h5ad"
+    cmd = [sys.executable, "-m", "pybridge.cli", "convert", str(src), str(out), "--layer", "data"]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    a = ad.read_h5ad(out)
+    assert a.uns["pybridge"]["X_layer"] == "data" and a.uns["pybridge"]["assay"] == "Spatial"
+    md5 = file_md5(out)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr and file_md5(out) == md5
+    r = subprocess.run([sys.executable, "-m", "pybridge.cli", "convert", str(src), str(tmp_path / "v.csv")],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "one .rds and one .h5ad" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pybridge.cli", "convert", str(src)], capture_output=True, text=True, check=False)
+    assert r.returncode == 2
