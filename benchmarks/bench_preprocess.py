@@ -137,7 +137,7 @@ import resource
 def warm_up():
     """Compile numba code (pynndescent, umap, scanpy kernels) on small data, outside the timing."""
     import scanpy as sc
-    from pybridge.tl._graph import _nndescent_transformer
+    from pybridge.pp._neighbors import _nndescent_transformer
     rng = np.random.default_rng(0)
     w = ad.AnnData(rng.normal(size=(9000, 30)).astype(np.float32))
     w.obsm["X_pca"] = w.X
@@ -180,8 +180,8 @@ sub = adata[:, adata.var["highly_variable"].to_numpy()].copy()
 sc.pp.scale(sub, max_value=10); tick("scale", t0)
 t0 = time.perf_counter(); sc.pp.pca(sub, n_comps=50); tick("pca", t0)
 # scanpy's own default kNN search; pynndescent's output is made a csr_matrix only because scanpy
-# 1.11 + scipy >= 1.15 + pynndescent >= 0.6 fail otherwise (see pybridge.tl._graph)
-from pybridge.tl._graph import _nndescent_transformer, _scanpy_uses_nndescent
+# 1.11 + scipy >= 1.15 + pynndescent >= 0.6 fail otherwise (see pybridge.pp._neighbors)
+from pybridge.pp._neighbors import _nndescent_transformer, _scanpy_uses_nndescent
 kw = {"transformer": _nndescent_transformer(sub.n_obs, 20, "euclidean", 0)} if _scanpy_uses_nndescent(sub.n_obs, "euclidean") else {}
 t0 = time.perf_counter(); sc.pp.neighbors(sub, n_neighbors=20, n_pcs=30, **kw); tick("neighbors", t0)
 t0 = time.perf_counter(); sc.tl.umap(sub, min_dist=0.3); tick("umap", t0)

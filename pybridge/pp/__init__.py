@@ -1,14 +1,29 @@
-"""Preprocessing (scanpy-style ``pp``) written once against an array module (numpy or cupy)."""
+"""Preprocessing (scanpy-style ``pp``), one module per step, written once for numpy and cupy.
+
+- :mod:`._normalization`: ``normalize_total``, ``log1p`` (and ``log_normalize`` for a bare matrix);
+- :mod:`._highly_variable_genes`: ``highly_variable_genes`` (``variable_genes``, ``loess_fitted``);
+- :mod:`._scale`: ``scale`` (``scale_matrix``);
+- :mod:`._pca`: ``pca`` (``pca_matrix``);
+- :mod:`._neighbors`: ``neighbors`` (kNN + Seurat's SNN graph; ``knn_adjacency``, ``snn_from_knn``);
+- :mod:`._recipes`: ``run_chain`` (Seurat's chain through UMAP and clusters, one device round trip);
+- :mod:`._array`: the array plumbing (numpy / cupy), :mod:`._docs`: shared docstring fragments.
+
+The matrix-level functions are the entry points other jobs use without an AnnData. Functions
+are imported lazily, so ``import pybridge.pp`` stays cheap.
+"""
 
 from importlib import import_module
 
 _FUNCS = {
-    "normalize_total": "._preprocess",
-    "log1p": "._preprocess",
-    "highly_variable_genes": "._preprocess",
-    "scale": "._preprocess",
-    "pca": "._preprocess",
-    "run_chain": "._preprocess",
+    "normalize_total": "._normalization",
+    "log1p": "._normalization",
+    "log_normalize": "._normalization",
+    "highly_variable_genes": "._highly_variable_genes",
+    "variable_genes": "._highly_variable_genes",
+    "scale": "._scale",
+    "pca": "._pca",
+    "neighbors": "._neighbors",
+    "run_chain": "._recipes",
 }
 __all__ = sorted(_FUNCS)
 

@@ -18,9 +18,9 @@ _FUNCS = {
     "cell2location": "._cell2location",
     "nnls": "._nnls",
     "score_perturbation": "._perturbation",
-    "neighbors": "._graph",
-    "umap": "._graph",
-    "leiden": "._graph",
+    "neighbors": "pybridge.pp._neighbors",  # alias: neighbors lives in pp (as scanpy's)
+    "umap": "._umap",
+    "leiden": "._leiden",
 }
 __all__ = sorted(_FUNCS)
 

@@ -2,30 +2,18 @@
 
 With a CUDA device visible to cupy, the chain runs with ``device="cuda"`` and is compared with
 ``device="cpu"`` (itself compared with scanpy and Seurat elsewhere) on kang_ifnb and pbmc_3tech.
-
-Without one (CI, this machine), the GPU path is NOT tested. The test then checks only that
-``device="cuda"`` fails with resolve_device's clear RuntimeError, and says loudly that the GPU
-tests did not run: a ``GPUTestsNotRun`` warning in pytest's warnings summary and a line on the
-terminal, so a green run without a GPU is never mistaken for a GPU check.
+Without one, that test is SKIPPED (pytest -rs lists it with the reason "no CUDA device"), never
+reported as passed; a separate CPU test checks that ``device="cuda"`` then fails with
+resolve_device's clear RuntimeError instead of falling back silently.
 """
-
-import sys
-import warnings
 
 import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import shared_path
 
 from pybridge import pp
 from pybridge._device import resolve_device
-
-NOT_RUN = "GPU tests not run: no CUDA device"
-
-
-class GPUTestsNotRun(UserWarning):
-    """Emitted when the CUDA parity assertions could not run."""
 
 
 def _has_gpu() -> bool:
@@ -35,10 +23,7 @@ def _has_gpu() -> bool:
         return False
 
 
-def _load(name):
-    a = ad.read_h5ad(shared_path(f"{name}.h5ad"))
-    a.X = sp.csr_matrix(a.X)
-    return a
+HAS_GPU = _has_gpu()
 
 
 def _chain(a, device, n_top):
@@ -47,8 +32,11 @@ def _chain(a, device, n_top):
     return b
 
 
-def _gpu_parity(name, n_top):
-    a = _load(name)
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="no CUDA device (cupy sees none): the cupy parity checks did not run")
+@pytest.mark.parametrize(("name", "n_top"), [("kang_ifnb", 2000), ("pbmc_3tech", 500)])
+def test_gpu_chain_matches_cpu(name, n_top, ppdata):
+    a = ppdata.load(name)
     cpu, gpu = _chain(a, "cpu", n_top), _chain(a, "cuda", n_top)
     assert gpu.uns["preprocess"]["device"].startswith("cuda")
     # results come back to the host as numpy / scipy
@@ -63,28 +51,27 @@ def _gpu_parity(name, n_top):
         cors = [abs(np.corrcoef(e1[:, i], e2[:, i])[0, 1]) for i in range(30)]
         assert min(cors) > 0.9999, cors
         np.testing.assert_allclose(gpu.uns["pca"]["variance"], cpu.uns["pca"]["variance"], rtol=1e-4)
-    # the standalone functions on the GPU
+    # the standalone functions and the bare-matrix entry points on the GPU
     b = a.copy()
     pp.normalize_total(b, target_sum=1e4, device="cuda")
     pp.log1p(b, device="cuda")
     assert abs(b.X - cpu.X).max() <= 1e-5
+    from pybridge.pp._normalization import log_normalize
+
+    assert abs(log_normalize(a.X, device="cuda") - cpu.X).max() <= 1e-5
     with pytest.raises(ValueError, match="CPU only"):
         pp.pca(ad.AnnData(cpu.obsm["X_scaled"]), svd_solver="arpack", device="cuda")
 
 
-def test_gpu_chain_matches_cpu():
-    if not _has_gpu():
-        # The CUDA path must fail clearly, not fall back silently...
-        a = _load("pbmc_3tech")[:50].copy()
-        with pytest.raises(RuntimeError, match="sees no CUDA device"):
-            pp.run_chain(a, device="cuda")
-        with pytest.raises(RuntimeError, match="sees no CUDA device"):
-            pp.normalize_total(a, device="cuda")
-        # ...and the parity checks are reported as not run (never a silent pass).
-        msg = (f"{NOT_RUN} (cupy sees none): the cupy parity checks of tests/test_preprocess_gpu.py did "
-               "NOT run; only the clear RuntimeError of device='cuda' was checked.")
-        warnings.warn(GPUTestsNotRun(msg), stacklevel=1)
-        print(f"\n*** {msg}", file=sys.__stderr__, flush=True)
-        return
-    for name, n_top in (("kang_ifnb", 2000), ("pbmc_3tech", 500)):
-        _gpu_parity(name, n_top)
+@pytest.mark.skipif(HAS_GPU, reason="a CUDA device is present: test_gpu_chain_matches_cpu runs instead")
+def test_cuda_without_a_gpu_fails_clearly(ppdata):
+    """The CUDA path must fail clearly, not fall back silently."""
+    a = ppdata.load("pbmc_3tech")[:50].copy()
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        pp.run_chain(a, device="cuda")
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        pp.normalize_total(a, device="cuda")
+    from pybridge.pp._normalization import log_normalize
+
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        log_normalize(a.X, device="cuda")

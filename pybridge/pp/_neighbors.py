@@ -1,30 +1,38 @@
-"""Neighbour graph, UMAP and Leiden clustering: rapids-singlecell on a GPU, scanpy otherwise.
+"""Neighbour graph: ``neighbors`` (rapids-singlecell on a GPU, scanpy otherwise) and Seurat's SNN graph.
 
-pybridge does not re-implement these: :func:`neighbors`, :func:`umap` and :func:`leiden` call
-``rapids_singlecell`` (cuML / cuGraph; Dicks et al., scverse) when it is importable *and* a CUDA
-device is visible, and :mod:`scanpy` (Wolf et al. 2018; UMAP: McInnes et al. 2018; Leiden:
-Traag et al. 2019) otherwise, with the same keys in the AnnData either way. The only addition is
-Seurat's shared-nearest-neighbour (SNN) graph (``FindNeighbors``: Jaccard index of the
+pybridge does not re-implement the kNN search: :func:`neighbors` calls
+``rapids_singlecell.pp.neighbors`` (cuML; Dicks et al., scverse) when it is importable *and* a
+CUDA device is visible, and :func:`scanpy.pp.neighbors` (Wolf et al. 2018; UMAP connectivities:
+McInnes et al. 2018) otherwise, with the same keys in the AnnData either way. The only addition
+is Seurat's shared-nearest-neighbour (SNN) graph (``FindNeighbors``: Jaccard index of the
 neighbourhoods, pruned below 1/15), built from the kNN graph by one sparse product, so that the
 clusters are computed on the graph Seurat's ``FindClusters`` uses.
+
+:func:`graph_backend` is the one choice of library for the graph steps, and :func:`run_umap` /
+:func:`run_leiden` the backend calls that ``pybridge.tl.umap`` / ``pybridge.tl.leiden`` and
+:func:`pybridge.pp.run_chain` share (``pp`` does not import ``tl``).
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
-from .._device import resolve_device
 from .._core import logger
+from .._device import resolve_device
+from ._array import Device
+from ._docs import doc_copy, doc_device, doc_device_raises, doc_params
 
-Device = Literal["auto", "cpu", "cuda"]
 
+def graph_backend(device: str) -> tuple[ModuleType, str]:
+    """``(module, name)``: rapids_singlecell when a GPU is used and it is installed, else scanpy.
 
-def _backend(device: str) -> tuple[ModuleType, str]:
-    """``(module, name)``: rapids_singlecell when a GPU is used and it is installed, else scanpy."""
+    The one choice of library for the graph steps: :func:`neighbors` here, ``pybridge.tl.umap``
+    and ``pybridge.tl.leiden``.
+    """
     dev = resolve_device(device, backend="cupy")
     if dev != "cpu":
         try:
@@ -142,19 +150,7 @@ def snn_from_knn(knn, *, prune: float = 1 / 15) -> sp.csr_matrix:
     return snn
 
 
-def _relabel_by_size(adata, key: str) -> None:
-    """Labels ``"0", "1", ...`` by decreasing cluster size (ties: first appearance), as Seurat."""
-    import pandas as pd
-
-    codes, uniques = pd.factorize(adata.obs[key].astype(str), sort=False)
-    sizes = np.bincount(codes, minlength=len(uniques))
-    order = np.argsort(-sizes, kind="stable")
-    new = np.empty_like(order)
-    new[order] = np.arange(len(order))
-    cats = [str(i) for i in range(len(order))]
-    adata.obs[key] = pd.Categorical.from_codes(new[codes], categories=cats)
-
-
+@doc_params(doc_copy=doc_copy, doc_device=doc_device, doc_device_raises=doc_device_raises)
 def neighbors(adata, *, n_neighbors: int = 15, n_pcs: int | None = None, use_rep: str | None = None,
               metric: str = "euclidean", snn: bool = False, snn_prune: float = 1 / 15,
               key_added: str | None = None, random_state: int = 0, copy: bool = False,
@@ -179,7 +175,7 @@ def neighbors(adata, *, n_neighbors: int = 15, n_pcs: int | None = None, use_rep
     snn
         Also build Seurat's graphs: the binary kNN graph with the cell itself
         (:func:`knn_adjacency`, ``obsp["knn"]``) and the shared-nearest-neighbour graph
-        (:func:`snn_from_knn`, ``obsp["snn"]``); with ``key_added``: ``obsp[f"{key_added}_knn"]``, ...
+        (:func:`snn_from_knn`, ``obsp["snn"]``); with ``key_added``: ``obsp[f"{{key_added}}_knn"]``, ...
     snn_prune
         Seurat's ``prune.SNN``.
     key_added
@@ -187,10 +183,8 @@ def neighbors(adata, *, n_neighbors: int = 15, n_pcs: int | None = None, use_rep
         ``uns["neighbors"]``.
     random_state
         Seed of the approximate search.
-    copy
-        Return a copy with the graph instead of changing ``adata``.
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {doc_copy}
+    {doc_device}
 
     Returns
     -------
@@ -200,8 +194,9 @@ def neighbors(adata, *, n_neighbors: int = 15, n_pcs: int | None = None, use_rep
     ------
     KeyError
         ``use_rep`` not in ``obsm`` (the message lists the keys).
+    {doc_device_raises}
     """
-    mod, name = _backend(device)
+    mod, name = graph_backend(device)
     if copy:
         adata = adata.copy()
     if use_rep is not None and use_rep not in adata.obsm:
@@ -225,99 +220,22 @@ def neighbors(adata, *, n_neighbors: int = 15, n_pcs: int | None = None, use_rep
     return adata if copy else None
 
 
-def umap(adata, *, min_dist: float = 0.5, spread: float = 1.0, n_components: int = 2,
-         maxiter: int | None = None, init_pos: str = "spectral", random_state: int = 0,
-         neighbors_key: str | None = None, key_added: str | None = None, copy: bool = False,
-         device: Device = "auto"):
-    """UMAP embedding of the neighbour graph (``rapids_singlecell.tl.umap`` or :func:`scanpy.tl.umap`).
-
-    Parameters
-    ----------
-    adata
-        AnnData with a neighbour graph (:func:`neighbors`).
-    min_dist, spread, n_components, maxiter, init_pos
-        UMAP parameters, as scanpy (Seurat's ``RunUMAP`` uses ``min.dist = 0.3``).
-    random_state
-        Seed.
-    neighbors_key
-        ``uns`` key of the graph (default ``"neighbors"``).
-    key_added
-        ``obsm`` key (default ``"X_umap"``).
-    copy
-        Return a copy instead of changing ``adata``.
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-
-    Returns
-    -------
-    ``None`` or the copy; ``obsm["X_umap"]`` (cells x n_components) and ``uns["umap"]``.
-
-    Raises
-    ------
-    KeyError
-        No neighbour graph (the message says to run :func:`neighbors`).
-    """
-    mod, name = _backend(device)
-    if copy:
-        adata = adata.copy()
-    nkey = neighbors_key or "neighbors"
-    if nkey not in adata.uns:
-        raise KeyError(f"no neighbour graph uns[{nkey!r}]: run pybridge.tl.neighbors first.")
+# ----------------------------------------------------------------------------------------------
+# backend calls shared by pybridge.tl.umap, pybridge.tl.leiden and run_chain
+# ----------------------------------------------------------------------------------------------
+def run_umap(adata, mod: ModuleType, *, min_dist: float = 0.5, spread: float = 1.0, n_components: int = 2,
+             maxiter: int | None = None, init_pos: str = "spectral", random_state: int = 0,
+             neighbors_key: str | None = None, key_added: str | None = None) -> None:
+    """``mod.tl.umap`` (scanpy or rapids-singlecell) with pybridge's parameters; in place."""
     mod.tl.umap(adata, min_dist=min_dist, spread=spread, n_components=n_components, maxiter=maxiter,
                 init_pos=init_pos, random_state=random_state, neighbors_key=neighbors_key,
                 key_added=key_added)
-    logger.info("umap: %d dimensions with %s", n_components, name)
-    return adata if copy else None
 
 
-def leiden(adata, *, resolution: float = 1.0, key_added: str = "leiden", obsp: str | None = None,
-           neighbors_key: str | None = None, use_weights: bool = True, n_iterations: int = -1,
-           random_state: int = 0, copy: bool = False, device: Device = "auto"):
-    """Leiden clustering (Traag et al. 2019) of a cell graph.
-
-    Calls ``rapids_singlecell.tl.leiden`` (cuGraph) on a GPU or :func:`scanpy.tl.leiden`
-    (igraph's Leiden, modularity with ``resolution``) on the CPU.
-
-    Parameters
-    ----------
-    adata
-        AnnData with a graph in ``obsp``.
-    resolution
-        Higher values give more clusters (Seurat's ``FindClusters`` resolution plays the same role).
-    key_added
-        ``obs`` column for the labels (categorical ``"0", "1", ...``, largest cluster first).
-    obsp
-        ``obsp`` key of the graph, e.g. ``"snn"`` (Seurat's SNN); default: the neighbour
-        connectivities.
-    neighbors_key
-        ``uns`` key of the neighbour graph when ``obsp`` is not given.
-    use_weights
-        Use the edge weights.
-    n_iterations
-        Leiden iterations on the CPU (negative: until no improvement).
-    random_state
-        Seed.
-    copy
-        Return a copy instead of changing ``adata``.
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-
-    Returns
-    -------
-    ``None`` or the copy; ``obs[key_added]`` and ``uns[key_added]["params"]``.
-
-    Raises
-    ------
-    KeyError
-        ``obsp`` not in ``adata.obsp`` (the message lists the keys).
-    """
-    mod, name = _backend(device)
-    if copy:
-        adata = adata.copy()
-    if obsp is not None and obsp not in adata.obsp:
-        have = ", ".join(adata.obsp.keys()) or "(none)"
-        raise KeyError(f"obsp {obsp!r} is not in adata.obsp. Keys that exist: {have}. "
-                       "Run pybridge.tl.neighbors (snn=True for 'snn') first.")
+def run_leiden(adata, mod: ModuleType, name: str, *, resolution: float = 1.0, key_added: str = "leiden",
+               obsp: str | None = None, neighbors_key: str | None = None, use_weights: bool = True,
+               n_iterations: int = -1, random_state: int = 0) -> None:
+    """Leiden by ``mod`` (igraph's on the CPU, cuGraph's on a GPU), labels relabelled by size; in place."""
     if name == "scanpy":
         mod.tl.leiden(adata, resolution=resolution, key_added=key_added, obsp=obsp,
                       neighbors_key=neighbors_key, use_weights=use_weights, random_state=random_state,
@@ -327,5 +245,14 @@ def leiden(adata, *, resolution: float = 1.0, key_added: str = "leiden", obsp: s
                       neighbors_key=neighbors_key, use_weights=use_weights, random_state=random_state)
     _relabel_by_size(adata, key_added)
     adata.uns.setdefault(key_added, {}).setdefault("params", {})["backend"] = name
-    logger.info("leiden: %d clusters with %s", adata.obs[key_added].nunique(), name)
-    return adata if copy else None
+
+
+def _relabel_by_size(adata, key: str) -> None:
+    """Labels ``"0", "1", ...`` by decreasing cluster size (ties: first appearance), as Seurat."""
+    codes, uniques = pd.factorize(adata.obs[key].astype(str), sort=False)
+    sizes = np.bincount(codes, minlength=len(uniques))
+    order = np.argsort(-sizes, kind="stable")
+    new = np.empty_like(order)
+    new[order] = np.arange(len(order))
+    cats = [str(i) for i in range(len(order))]
+    adata.obs[key] = pd.Categorical.from_codes(new[codes], categories=cats)

@@ -1,0 +1,67 @@
+"""Leiden clustering of a cell graph: rapids-singlecell (cuGraph) on a GPU, scanpy (igraph) otherwise.
+
+pybridge does not re-implement Leiden (Traag et al. 2019): :func:`leiden` calls the library's;
+labels are then renumbered by decreasing cluster size, as Seurat's ``FindClusters`` (the call is
+shared with :func:`pybridge.pp.run_chain` in :mod:`pybridge.pp._neighbors`).
+"""
+
+from __future__ import annotations
+
+from .._core import logger
+from ..pp._array import Device
+from ..pp._neighbors import graph_backend, run_leiden
+
+
+def leiden(adata, *, resolution: float = 1.0, key_added: str = "leiden", obsp: str | None = None,
+           neighbors_key: str | None = None, use_weights: bool = True, n_iterations: int = -1,
+           random_state: int = 0, copy: bool = False, device: Device = "auto"):
+    """Leiden clustering (Traag et al. 2019) of a cell graph.
+
+    Calls ``rapids_singlecell.tl.leiden`` (cuGraph) on a GPU or :func:`scanpy.tl.leiden`
+    (igraph's Leiden, modularity with ``resolution``) on the CPU.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a graph in ``obsp``.
+    resolution
+        Higher values give more clusters (Seurat's ``FindClusters`` resolution plays the same role).
+    key_added
+        ``obs`` column for the labels (categorical ``"0", "1", ...``, largest cluster first).
+    obsp
+        ``obsp`` key of the graph, e.g. ``"snn"`` (Seurat's SNN); default: the neighbour
+        connectivities.
+    neighbors_key
+        ``uns`` key of the neighbour graph when ``obsp`` is not given.
+    use_weights
+        Use the edge weights.
+    n_iterations
+        Leiden iterations on the CPU (negative: until no improvement).
+    random_state
+        Seed.
+    copy
+        Return a copy instead of changing ``adata``.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    ``None`` or the copy; ``obs[key_added]`` and ``uns[key_added]["params"]``.
+
+    Raises
+    ------
+    KeyError
+        ``obsp`` not in ``adata.obsp`` (the message lists the keys).
+    """
+    mod, name = graph_backend(device)
+    if copy:
+        adata = adata.copy()
+    if obsp is not None and obsp not in adata.obsp:
+        have = ", ".join(adata.obsp.keys()) or "(none)"
+        raise KeyError(f"obsp {obsp!r} is not in adata.obsp. Keys that exist: {have}. "
+                       "Run pybridge.pp.neighbors (snn=True for 'snn') first.")
+    run_leiden(adata, mod, name, resolution=resolution, key_added=key_added, obsp=obsp,
+               neighbors_key=neighbors_key, use_weights=use_weights, n_iterations=n_iterations,
+               random_state=random_state)
+    logger.info("leiden: %d clusters with %s", adata.obs[key_added].nunique(), name)
+    return adata if copy else None
