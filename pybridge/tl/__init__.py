@@ -18,6 +18,9 @@ _FUNCS = {
     "cell2location": "._cell2location",
     "nnls": "._nnls",
     "score_perturbation": "._perturbation",
+    "augur": "._augur",
+    "mixscape": "._mixscape",
+    "insilico_deletion": "._insilico",
     "neighbors": "pybridge.pp._neighbors",  # alias: neighbors lives in pp (as scanpy's)
     "umap": "._umap",
     "leiden": "._leiden",

@@ -1,6 +1,6 @@
 """Encoder adapters: one interface over the models that turn cells into embeddings.
 
-In-silico deletion (:func:`pybridge.tl.score_perturbation` with ``method="insilico"``) needs
+In-silico deletion (:func:`pybridge.tl.insilico_deletion`) needs
 to re-encode the same cells many times with one gene set to zero. Every supported model is
 wrapped in an :class:`Encoder` with
 
@@ -24,8 +24,6 @@ Supported models:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
 
@@ -33,19 +31,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._core import quiet
 from .._device import lightning_kwargs, resolve_device
 
 
-@contextlib.contextmanager
 def _quiet_scvi():
     """Hide scvi-tools' INFO chatter (e.g. 'File model.pt already downloaded') while loading."""
-    lg = logging.getLogger("scvi")
-    level = lg.level
-    lg.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        lg.setLevel(level)
+    return quiet(False)
 
 
 class Encoder:
@@ -272,7 +264,7 @@ def _tosica_class():
     return TOSICA
 
 
-def load_encoder(model, *, device: str = "auto") -> Encoder:
+def load_encoder(model, *, device: str = "auto", batch_size: int = 4096) -> Encoder:
     """Wrap ``model`` in an :class:`Encoder`.
 
     Parameters
@@ -283,6 +275,8 @@ def load_encoder(model, *, device: str = "auto") -> Encoder:
         :class:`Encoder`, or any object with ``.genes`` and ``.embed(adata)``.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    batch_size
+        Cells per forward pass of an scvi-tools encoder.
 
     Raises
     ------
@@ -298,7 +292,7 @@ def load_encoder(model, *, device: str = "auto") -> Encoder:
         if not path.is_dir():
             raise FileNotFoundError(f"model directory {str(path)!r} does not exist.")
         if _scvi_registry(path) is not None:
-            return ScviEncoder(path, device=device)
+            return ScviEncoder(path, device=device, batch_size=batch_size)
         tosica = _tosica_class()
         if tosica is not None and (path / "tosica.json").exists():
             return AnnDataEncoder(tosica.load(str(path), device=device), name="TOSICA")
@@ -313,7 +307,7 @@ def load_encoder(model, *, device: str = "auto") -> Encoder:
     except Exception:  # noqa: BLE001
         BaseModelClass = ()  # type: ignore[assignment]
     if BaseModelClass and isinstance(model, BaseModelClass):
-        return ScviEncoder(model, device=device)
+        return ScviEncoder(model, device=device, batch_size=batch_size)
     if hasattr(model, "embed") and hasattr(model, "genes"):
         return AnnDataEncoder(model)
     raise TypeError(

@@ -1,5 +1,6 @@
 # Perturbation scoring (Augur, Mixscape, in-silico deletion) for Seurat objects.
-# The science is in pybridge/tl/_perturbation.py; this file converts, calls, and stores.
+# The science is in pybridge/tl/ (_augur.py, _mixscape.py, _insilico.py; score_perturbation in
+# _perturbation.py dispatches); this file converts, calls, and stores.
 
 .perturbation_methods <- c("augur", "mixscape", "insilico")
 
