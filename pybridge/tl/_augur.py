@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._core import check_obs_level, clean_uns, logger
+from .._core import check_number, check_obs_level, clean_uns, is_verbose, logger, progress
 from ._perturbation_utils import cell_types, check_cpu_device, condition_labels, lognorm_counts, one_perturbed
 
 
@@ -32,6 +33,8 @@ def augur(
     folds: int = 3,
     feature_perc: float = 0.5,
     var_quantile: float = 0.5,
+    span: float = 0.75,
+    filter_negative_residuals: bool = False,
     n_estimators: int = 100,
     max_features: int = 2,
     min_cells: int | None = None,
@@ -39,6 +42,7 @@ def augur(
     random_state: int = 0,
     key_added: str = "augur",
     device: str = "cpu",
+    verbose: bool | None = None,
 ) -> pd.DataFrame:
     """Rank cell types by how separable their perturbed and control cells are (Augur).
 
@@ -71,6 +75,9 @@ def augur(
         Augur's defaults: 20 cells per condition per subsample, 50 subsamples, 3 folds, half of
         the variable genes per subsample, genes above the median loess residual, 100 trees,
         2 genes tried per split.
+    span, filter_negative_residuals
+        Variable genes (:func:`select_variance`): loess span (Augur's 0.75); keep genes with a
+        positive residual instead of those above ``var_quantile``.
     min_cells
         Cell types with fewer cells than this in the control or the perturbed condition are
         skipped and reported in the table (default and minimum: ``subsample_size``).
@@ -79,10 +86,14 @@ def augur(
     random_state
         Seed of the subsamples, gene draws, folds and forests.
     key_added
-        Where results go: ``obs[f"{key_added}_auc"]`` (float64, each cell's type AUC, NaN for
-        skipped types) and ``uns[key_added]`` = ``{"params": dict, "table": DataFrame}``.
+        Where results go: ``obs[f"{key_added}_score"]`` (float64, each cell's type AUC, NaN for
+        skipped types; ``augur_score`` by default, pertpy's name) and ``uns[key_added]`` =
+        ``{"params": dict, "table": DataFrame}`` (pertpy keeps its per-type means in
+        ``uns["augurpy_results"]["summary_metrics"]``, row ``mean_augur_score``).
     device
         Accepted for symmetry with the other jobs; Augur runs on CPU.
+    verbose
+        Progress lines over the subsample fits (``None``: ``pybridge.settings.verbosity``).
 
     Returns
     -------
@@ -99,7 +110,14 @@ def augur(
         ``condition_key``, ``cell_type_key`` or ``layer`` missing (lists what exists).
     ValueError
         ``control`` / ``perturbed`` not a level (lists the levels), several perturbed levels and
-        no ``perturbed``, a bad ``device``.
+        no ``perturbed``, a bad ``device``; ``X`` / ``layer`` not raw counts (NaN, infinite,
+        negative or non-integer values; Augur log-normalises the counts itself); numbers out of
+        range (e.g. ``n_subsamples=0``, ``var_quantile=2``).
+
+    Warns
+    -----
+    UserWarning
+        When no cell type could be scored (every ``auc`` is NaN); the table says why per type.
     """
     t0 = time.perf_counter()
     check_cpu_device(device)
@@ -108,51 +126,157 @@ def augur(
     control = str(control)
     types = cell_types(adata, cell_type_key)
     pert = one_perturbed(adata, condition_key, cond, control, perturbed)
+    subsample_size = check_number("subsample_size", subsample_size, integer=True, minimum=2)
+    n_subsamples = check_number("n_subsamples", n_subsamples, integer=True, minimum=1)
+    folds = check_number("folds", folds, integer=True, minimum=2, maximum=subsample_size)
+    feature_perc = check_number("feature_perc", feature_perc, minimum=0, maximum=1, exclusive_minimum=True)
+    var_quantile = check_number("var_quantile", var_quantile, minimum=0, maximum=1)
+    span = check_number("span", span, minimum=0, maximum=1, exclusive_minimum=True)
+    n_estimators = check_number("n_estimators", n_estimators, integer=True, minimum=1)
+    max_features = check_number("max_features", max_features, integer=True, minimum=1)
+    min_cells = check_number("min_cells", min_cells, integer=True, minimum=1, allow_none=True)
+    n_jobs = check_number("n_jobs", n_jobs, integer=True, minimum=-1)
     x = lognorm_counts(adata, layer, method="Augur")
     min_cells = subsample_size if min_cells is None else int(min_cells)
     seed = int(random_state)
     table = _augur(x, cond, types, control, pert, subsample_size=subsample_size, n_subsamples=n_subsamples,
-                   folds=folds, feature_perc=feature_perc, var_quantile=var_quantile, n_estimators=n_estimators,
-                   max_features=max_features, min_cells=min_cells, n_jobs=n_jobs, seed=seed)
+                   folds=folds, feature_perc=feature_perc, var_quantile=var_quantile, span=span,
+                   filter_negative_residuals=bool(filter_negative_residuals), n_estimators=n_estimators,
+                   max_features=max_features, min_cells=min_cells, n_jobs=n_jobs, seed=seed, verbose=verbose)
+    if table["auc"].isna().all():
+        warnings.warn(
+            f"augur: no cell type could be scored ({'; '.join(table['cell_type'] + ': ' + table['status'])}). "
+            f"Each type needs at least min_cells={min_cells} cells in both {control!r} and {pert!r}: lower "
+            "subsample_size / min_cells, or check condition_key and cell_type_key.", UserWarning, stacklevel=2)
     auc = dict(zip(table["cell_type"], table["auc"], strict=True))
-    adata.obs[f"{key_added}_auc"] = pd.Series(types, index=adata.obs_names).map(auc).astype(float).to_numpy()
+    adata.obs[f"{key_added}_score"] = pd.Series(types, index=adata.obs_names).map(auc).astype(float).to_numpy()
     params = dict(method="augur", condition_key=condition_key, control=control, perturbed=pert,
                   cell_type_key=cell_type_key, layer=layer, subsample_size=subsample_size,
                   n_subsamples=n_subsamples, folds=folds, feature_perc=feature_perc, var_quantile=var_quantile,
-                  n_estimators=n_estimators, max_features=max_features, min_cells=min_cells,
+                  span=span, filter_negative_residuals=bool(filter_negative_residuals), n_estimators=n_estimators, max_features=max_features, min_cells=min_cells,
                   random_state=seed, device="cpu", seconds=round(time.perf_counter() - t0, 3))
     adata.uns[key_added] = {"params": clean_uns(params), "table": table}
     logger.info("augur: %d cell types in %.1f s", table.shape[0], params["seconds"])
     return table
 
 
-def _select_variance(x: sp.csr_matrix, var_quantile: float) -> np.ndarray:
-    """Augur's ``select_variance``: genes above the ``var_quantile`` of the loess residuals of the
-    mean / sd ratio against the mean (or log mean). Returns column indices."""
-    from statsmodels.nonparametric.smoothers_lowess import lowess
+def select_variance(x, *, var_quantile: float = 0.5, span: float = 0.75,
+                    filter_negative_residuals: bool = False) -> np.ndarray:
+    """Augur's variable-gene selection (R Augur's ``select_variance``, pertpy's ``Augur.select_variance``).
 
+    Genes with zero variance are dropped; the coefficient-of-variation-like ratio ``mean / sd``
+    (clipped to its 1-99 % quantiles, inclusive) is fitted by ``loess(cv ~ mean)`` and
+    ``loess(cv ~ log(mean))`` (R's ``stats::loess`` defaults: degree 2, ``span``); Augur picks the
+    model by ``lmtest::coxtest`` (which, on loess fits, compares the no-intercept linear models
+    of the two predictors) and keeps the genes whose residual exceeds the ``var_quantile``
+    quantile of the residuals (R's type-7 quantile), or is positive with
+    ``filter_negative_residuals``. The loess is scikit-misc's, the netlib ``dloess`` code R uses.
+
+    Parameters
+    ----------
+    x
+        Cells x genes log-normalised expression (dense or scipy sparse), one cell type's cells.
+    var_quantile
+        Residual quantile above which genes are kept (Augur's 0.5); ``>= 1``: every gene with
+        non-zero variance.
+    span
+        loess span (R's and Augur's 0.75).
+    filter_negative_residuals
+        Keep genes with a positive residual instead of using ``var_quantile``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Column indices (int, ascending) of the selected genes.
+    """
+    mean, sd = _mean_sd(x)
+    return _select_from_stats(mean, sd, var_quantile=var_quantile, span=span,
+                              filter_negative_residuals=filter_negative_residuals)
+
+
+def _mean_sd(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and sample standard deviation (as ``sparseMatrixStats::rowSds``), float64."""
+    x = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else sp.csr_matrix(np.asarray(x, dtype=np.float64))
     n = x.shape[0]
-    mean = np.asarray(x.mean(axis=0)).ravel().astype(np.float64)
-    sq = np.asarray(x.multiply(x).mean(axis=0)).ravel().astype(np.float64)
-    var = np.maximum(sq - mean**2, 0) * (n / max(n - 1, 1))
-    sd = np.sqrt(var)
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
+    return mean, np.sqrt(np.maximum(sq - mean**2, 0) * (n / max(n - 1, 1)))
+
+
+def _select_from_stats(mean: np.ndarray, sd: np.ndarray, *, var_quantile: float, span: float,
+                       filter_negative_residuals: bool) -> np.ndarray:
+    """The part of ``select_variance`` after the per-gene means and standard deviations."""
     idx = np.flatnonzero(sd > 0)
-    if var_quantile >= 1 or idx.size < 10:
+    if not (var_quantile < 1 or filter_negative_residuals) or idx.size < 10:
         return idx
-    cvs = mean[idx] / sd[idx]  # as in Augur (R): means / sds
-    lo, hi = np.quantile(cvs, [0.01, 0.99])
-    keep = (cvs >= lo) & (cvs <= hi)
-    cv0, m0, idx0 = cvs[keep], mean[idx][keep], idx[keep]
-    best = None
-    for xv in (m0, np.log(m0)):  # Augur compares the raw and log-mean fits (Cox test); we keep the better fit
-        delta = 0.01 * float(xv.max() - xv.min())
-        fit = lowess(cv0, xv, frac=0.75, it=0, delta=delta, return_sorted=False)
-        res = cv0 - fit
-        rss = float(np.nansum(res**2))
-        if best is None or rss < best[0]:
-            best = (rss, res)
-    res = np.nan_to_num(best[1], nan=-np.inf)
-    return idx0[res > np.quantile(res[np.isfinite(res)], var_quantile)]
+    cvs = mean[idx] / sd[idx]
+    lower, upper = np.quantile(cvs, [0.01, 0.99])
+    keep = (cvs >= lower) & (cvs <= upper)  # dplyr::between
+    cv0, mean0, idx0 = cvs[keep], mean[idx][keep], idx[keep]
+    if np.any(mean0 < 0):
+        fitted = _loess_fitted(mean0, cv0, span)
+    else:
+        p = _cox_pvalues(mean0, np.log(mean0), cv0)
+        fitted = _loess_fitted(mean0, cv0, span) if p[0] < p[1] else _loess_fitted(np.log(mean0), cv0, span)
+    res = cv0 - fitted
+    sel = res > 0 if filter_negative_residuals else res > np.quantile(res, var_quantile)
+    return idx0[sel]
+
+
+def _loess_fitted(x: np.ndarray, y: np.ndarray, span: float) -> np.ndarray:
+    """``fitted(loess(y ~ x, span = span))`` (R defaults), via scikit-misc.
+
+    Where R's loess only warns about near singularities, skmisc raises: the span is widened in
+    steps of 0.1 (up to 1) and the span used is logged.
+    """
+    from skmisc.loess import loess
+
+    tried = float(span)
+    while True:
+        try:
+            m = loess(np.asarray(x, np.float64), np.asarray(y, np.float64), span=tried, degree=2)
+            m.fit()
+            if tried != span:
+                logger.info("augur: loess was singular at span %g; used span=%g", span, tried)
+            return np.asarray(m.outputs.fitted_values, dtype=np.float64)
+        except ValueError:
+            if tried >= 1:
+                raise
+            tried = min(1.0, round(tried + 0.1, 10))
+
+
+def _cox_pvalues(x: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``lmtest::coxtest(loess(y ~ x), loess(y ~ z))$`Pr(>|z|)```: Cox tests of the non-nested
+    no-intercept linear models ``y ~ x - 1`` and ``y ~ z - 1`` (lmtest reads a loess fit's
+    ``$x`` matrix, which has no intercept column). Returns (p of "fitted(M1) ~ M2", p of
+    "fitted(M2) ~ M1")."""
+    from scipy.stats import norm
+
+    def fit(a, b):  # lm.fit(matrix(a), b): fitted values and residuals
+        a = np.asarray(a, np.float64)
+        beta = float(a @ b) / float(a @ a)
+        f = a * beta
+        return f, b - f
+
+    n = y.size
+    xf, xr = fit(x, y)
+    zf, zr = fit(z, y)
+    s2x, s2z = np.mean(xr**2), np.mean(zr**2)
+    _, zx_r = fit(z, xf)
+    s2zx = s2x + np.mean(zx_r**2)
+    _, xz_r = fit(x, zf)
+    s2xz = s2z + np.mean(xz_r**2)
+    _, xzx_r = fit(x, zx_r)
+    s2xzx = np.mean(xzx_r**2)
+    _, zxz_r = fit(z, xz_r)
+    s2zxz = np.mean(zxz_r**2)
+    c01 = n / 2 * np.log(s2z / s2zx)
+    v01 = n * (s2x / s2zx**2) * s2xzx
+    c10 = n / 2 * np.log(s2x / s2xz)
+    v10 = n * (s2z / s2xz**2) * s2zxz
+    stat = np.array([c01 / np.sqrt(v01), c10 / np.sqrt(v10)])
+    p = 2 * norm.sf(np.abs(stat))
+    return float(p[0]), float(p[1])
 
 
 def _augur_one(xt, y, feats, n_ctrl_idx, n_pert_idx, *, subsample_size, feature_perc, folds, n_estimators,
@@ -180,8 +304,8 @@ def _augur_one(xt, y, feats, n_ctrl_idx, n_pert_idx, *, subsample_size, feature_
     return float(np.mean(aucs))
 
 
-def _augur(x, cond, types, control, pert, *, subsample_size, n_subsamples, folds, feature_perc, var_quantile,
-           n_estimators, max_features, min_cells, n_jobs, seed) -> pd.DataFrame:
+def _augur(x, cond, types, control, pert, *, subsample_size, n_subsamples, folds, feature_perc, var_quantile, span,
+           filter_negative_residuals, n_estimators, max_features, min_cells, n_jobs, seed, verbose) -> pd.DataFrame:
     from joblib import Parallel, delayed
 
     min_cells = max(int(min_cells), int(subsample_size))
@@ -200,7 +324,8 @@ def _augur(x, cond, types, control, pert, *, subsample_size, n_subsamples, folds
         cells = np.concatenate([ic, ip])
         xt = x[cells]
         y = np.r_[np.zeros(ic.size, int), np.ones(ip.size, int)]
-        feats = _select_variance(xt, var_quantile)
+        feats = select_variance(xt, var_quantile=var_quantile, span=span,
+                                filter_negative_residuals=filter_negative_residuals)
         row["n_genes"] = int(feats.size)
         if feats.size < 2:
             row["status"] = "skipped: fewer than 2 variable genes"
@@ -211,12 +336,16 @@ def _augur(x, cond, types, control, pert, *, subsample_size, n_subsamples, folds
             tasks.append((len(rows), xt, y, feats, np.arange(ic.size), np.arange(ic.size, cells.size),
                           seed * 1_000_003 + ti * 10_007 + s))
         rows.append(row)
-    logger.info("augur: %d cell types, %d subsample fits", len(rows), len(tasks))
-    res = Parallel(n_jobs=n_jobs, prefer="threads")(
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    if is_verbose(verbose):
+        logger.info("augur: %d of %d cell types scorable, %d subsample fits (%d folds x %d trees each)", n_ok,
+                    len(rows), len(tasks), folds, n_estimators)
+    gen = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
         delayed(_augur_one)(xt, y, f, a, b, subsample_size=subsample_size, feature_perc=feature_perc, folds=folds,
                             n_estimators=n_estimators, max_features=max_features, seed=sd)
         for (_, xt, y, f, a, b, sd) in tasks
     )
+    res = list(progress(gen, total=len(tasks), desc="augur: subsample fits", verbose=verbose))
     per = {}
     for (r, *_), auc in zip(tasks, res, strict=True):
         per.setdefault(r, []).append(auc)

@@ -290,7 +290,7 @@ def load_encoder(model, *, device: str = "auto", batch_size: int = 4096) -> Enco
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_dir():
-            raise FileNotFoundError(f"model directory {str(path)!r} does not exist.")
+            raise FileNotFoundError(f"model={str(path)!r}: no such directory.")
         if _scvi_registry(path) is not None:
             return ScviEncoder(path, device=device, batch_size=batch_size)
         tosica = _tosica_class()
@@ -298,7 +298,7 @@ def load_encoder(model, *, device: str = "auto", batch_size: int = 4096) -> Enco
             return AnnDataEncoder(tosica.load(str(path), device=device), name="TOSICA")
         have = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "(empty)"
         raise ValueError(
-            f"{str(path)!r} holds no model pybridge can use as an encoder (found: {have}). Give a directory "
+            f"{str(path)!r} holds nothing pybridge can use as an encoder (found: {have}). Give a directory "
             "saved by pybridge.tl.integrate_scvi(save_path=...) / scvi-tools model.save(), or a pybridge "
             "TOSICA model directory."
         )

@@ -123,11 +123,16 @@ def insilico_deletion(
     if model is None:
         raise ValueError(
             "in-silico deletion needs model=: a directory saved by pybridge.tl.integrate_scvi(save_path=...) "
-            "(or scvi-tools model.save()), a pybridge TOSICA directory, or a loaded model."
+            "or by scvi-tools' save(), a pybridge TOSICA directory, or a loaded scvi-tools encoder."
         )
     if genes is None or (not isinstance(genes, str) and len(genes) == 0):
         raise ValueError("in-silico deletion needs genes=: the genes to delete (e.g. ['ISG15', 'MX1']).")
     genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    have = set(map(str, adata.var_names))
+    missing = [g for g in genes if g not in have]
+    if missing:
+        raise ValueError(f"genes to delete not in the data: {', '.join(missing)} "
+                         f"({len(genes) - len(missing)} of {len(genes)} present).")
     from ._encoders import load_encoder
 
     encoder = load_encoder(model, device=dev, batch_size=batch_size)
@@ -157,19 +162,15 @@ def _insilico(adata, layer, encoder, cond, types, cell_type_key, pert, goal, gen
                  hint="in-silico deletion re-encodes raw counts: pass layer= naming the counts layer "
                       "(Seurat: the 'counts' slot)")
     data_genes = np.asarray(adata.var_names).astype(str)
-    missing = [g for g in genes if g not in set(data_genes)]
-    if missing:
-        raise ValueError(f"genes to delete not in the data: {', '.join(missing)} "
-                         f"({len(genes) - len(missing)} of {len(genes)} present).")
     mg = list(encoder.genes)
     not_model = [g for g in genes if g not in set(mg)]
     if not_model:
-        raise ValueError(f"genes to delete not among the model's {len(mg)} genes: {', '.join(not_model)}. "
-                         "Deleting them cannot change the embedding; retrain the model with them or drop them.")
+        raise ValueError(f"genes to delete not among the encoder's {len(mg)} genes: {', '.join(not_model)}. "
+                         "Deleting them cannot change the embedding; retrain the encoder with them or drop them.")
     shared = shared_genes(data_genes, mg, min_shared=max(1, int(math.ceil(0.5 * len(mg)))),
-                          what="data and model")
+                          what="data and encoder")
     if len(shared) < len(mg):
-        logger.warning("%d of the model's %d genes are not in the data; they are set to zero",
+        logger.warning("%d of the encoder's %d genes are not in the data; they are set to zero",
                        len(mg) - len(shared), len(mg))
     col_of = {g: i for i, g in enumerate(data_genes)}
     mcol = {g: j for j, g in enumerate(mg)}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._core import check_obs_key, check_obs_level, clean_uns, logger
+from .._core import check_obs_key, check_obs_level, clean_uns, is_verbose, logger, progress
 from ._perturbation_utils import check_cpu_device, condition_labels, lognorm_counts
 from ._perturbation_utils import targets as _targets
 
@@ -37,9 +37,12 @@ def mixscape(
     min_pct: float = 0.1,
     min_de_genes: int = 5,
     iter_num: int = 10,
+    scale: bool = True,
+    perturbation_type: str = "KO",
     random_state: int = 0,
     key_added: str = "mixscape",
     device: str = "cpu",
+    verbose: bool | None = None,
 ) -> pd.DataFrame:
     """Call knocked-out (KO) and non-perturbed (NP) cells per guide target (Mixscape).
 
@@ -53,10 +56,31 @@ def mixscape(
     2. perturbation signature: each cell's expression minus ``log1p`` of the mean ``expm1``
        expression of its ``n_neighbors`` nearest non-targeting cells in a PCA (``n_pcs``
        components of the scaled expression; within each ``split_by`` level);
-    3. per target: projection of the signature (its genes) on the mean KO-minus-NT direction, a
-       two-component Gaussian mixture whose non-targeting component keeps its mean and variance,
-       posterior of the second component = ``p_ko``; refit on the new KO cells until the calls do
-       not change (at most ``iter_num`` times).
+    3. per target: the signature of its genes over its cells and the non-targeting cells (scaled
+       per gene with ``scale``, as Seurat's default ``slot = "scale.data"``), projected on the mean
+       KO-minus-NT direction; a two-component Gaussian mixture whose non-targeting component keeps
+       its mean and variance; posterior of the second component = ``p_ko``; refit on the new KO
+       cells until the calls do not change (at most ``iter_num`` times).
+
+    Differences from Seurat's ``RunMixscape``: the DE test is Wilcoxon (pertpy's default; Seurat's
+    ``TopDEGenesMixscape`` uses ``test.use = "LR"``), and the genes and mixtures are computed over
+    all replicates at once (Seurat and pertpy repeat them within each ``split.by`` level; here the
+    split only chooses the neighbours).
+
+    Results use Seurat's and pertpy's names (with the default ``key_added="mixscape"``):
+
+    - ``obs["mixscape_class"]`` (categorical): ``"<target> KO"``, ``"<target> NP"``, or the
+      ``control`` label for non-targeting cells (Seurat: meta.data ``mixscape_class``);
+    - ``obs["mixscape_class_global"]`` (categorical): ``control`` / ``"NP"`` / ``"KO"`` (Seurat:
+      ``mixscape_class.global``; NaN for cells of targets not classified);
+    - ``obs["mixscape_class_p_ko"]`` (float64): posterior probability of KO; 0 for non-targeting
+      cells and for targets without DE genes;
+    - ``layers["X_pert"]`` (float32, dense, cells x genes): the perturbation signature (pertpy's
+      name; Seurat's ``PRTB`` assay; memory ``4 * n_obs * n_vars`` bytes);
+    - ``uns["mixscape"]``: ``table``, ``de_genes``, ``params`` and ``pvec``: the first projection
+      of each target as a long DataFrame (``cell`` (obs name), ``target``, ``split``, ``pvec``,
+      ``label`` = target or control), the content of Seurat's ``Tool(object, "RunMixscape")`` and
+      pertpy's ``uns["mixscape"][target][split]``.
 
     Parameters
     ----------
@@ -79,13 +103,22 @@ def mixscape(
         Papalexi vignette).
     logfc_threshold, pval_cutoff, min_pct, min_de_genes, iter_num
         See the steps above (Seurat's defaults).
+    scale
+        Scale the signature of a target's genes before projecting (Seurat's ``slot =
+        "scale.data"``, pertpy's ``scale``).
+    perturbation_type
+        Label of perturbed cells (Seurat's ``prtb.type``, pertpy's ``perturbation_type``):
+        ``"<target> KO"`` and the ``..._p_ko`` column for ``"KO"``.
     random_state
         Seed of the PCA and the mixture fits.
     key_added
         Prefix of the results: ``obs[f"{key_added}_class"]``, ``obs[f"{key_added}_class_global"]``,
-        ``obs[f"{key_added}_class_p_ko"]`` and ``uns[key_added]``.
+        ``obs[f"{key_added}_class_p_{perturbation_type.lower()}"]`` and ``uns[key_added]``
+        (``layers["X_pert"]`` keeps its name).
     device
         Accepted for symmetry with the other jobs; Mixscape runs on CPU.
+    verbose
+        Notes and timing (``None``: ``pybridge.settings.verbosity``).
 
     Returns
     -------
@@ -113,23 +146,28 @@ def mixscape(
     x = lognorm_counts(adata, layer, method="Mixscape")
     split = None if split_by is None else adata.obs[split_by].astype(str).to_numpy()
     seed = int(random_state)
-    cls, glob, pko, table, extra = _mixscape(
+    ptype = str(perturbation_type)
+    cls, glob, pko, table, extra, sig, pv = _mixscape(
         x, np.asarray(adata.var_names).astype(str), cond, control, tg, split,
         n_neighbors=n_neighbors, n_pcs=n_pcs, logfc_threshold=logfc_threshold, pval_cutoff=pval_cutoff,
-        min_pct=min_pct, min_de_genes=min_de_genes, iter_num=iter_num, seed=seed,
+        min_pct=min_pct, min_de_genes=min_de_genes, iter_num=iter_num, scale=bool(scale), perturbation_type=ptype,
+        seed=seed, verbose=verbose,
     )
+    pv["cell"] = np.asarray(adata.obs_names)[pv["cell"].to_numpy(dtype=int)]
     key = key_added
     adata.obs[f"{key}_class"] = pd.Categorical(cls)
-    adata.obs[f"{key}_class_global"] = pd.Categorical(glob, categories=[c for c in ("NT", "NP", "KO")
+    adata.obs[f"{key}_class_global"] = pd.Categorical(glob, categories=[c for c in (control, "NP", ptype)
                                                                         if c in set(glob.tolist())])
-    adata.obs[f"{key}_class_p_ko"] = pko
+    adata.obs[f"{key}_class_p_{ptype.lower()}"] = pko
+    adata.layers["X_pert"] = sig
     params = dict(method="mixscape", condition_key=pert_key, control=control, targets=list(tg),
                   split_key=split_by, layer=layer, n_neighbors=n_neighbors, n_pcs=n_pcs,
                   logfc_threshold=logfc_threshold, pval_cutoff=pval_cutoff, min_pct=min_pct,
-                  min_de_genes=min_de_genes, iter_num=iter_num, random_state=seed, device="cpu",
-                  seconds=round(time.perf_counter() - t0, 3))
-    adata.uns[key] = {"params": clean_uns(params), "table": table, **extra}
-    logger.info("mixscape: %d targets in %.1f s", table.shape[0], params["seconds"])
+                  min_de_genes=min_de_genes, iter_num=iter_num, scale=bool(scale), perturbation_type=ptype,
+                  random_state=seed, device="cpu", seconds=round(time.perf_counter() - t0, 3))
+    adata.uns[key] = {"params": clean_uns(params), "table": table, "pvec": pv, **extra}
+    if is_verbose(verbose):
+        logger.info("mixscape: %d targets in %.1f s", table.shape[0], params["seconds"])
     return table
 
 
@@ -166,7 +204,7 @@ def _norm_logpdf(x, mu, var):
 
 
 def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs, logfc_threshold, pval_cutoff,
-              min_pct, min_de_genes, iter_num, seed):
+              min_pct, min_de_genes, iter_num, scale, perturbation_type, seed, verbose=None):
     import anndata as ad
     import scanpy as sc
     from sklearn.neighbors import NearestNeighbors
@@ -176,44 +214,44 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
     # 1. DE genes of each target vs NT (Seurat FindMarkers: Wilcoxon, Bonferroni, |avg log2FC|, min.pct)
     de = _mixscape_markers(x, var_names, cond, control, targets, logfc_threshold=logfc_threshold,
                            pval_cutoff=pval_cutoff, min_pct=min_pct, min_de_genes=min_de_genes)
-    used = sorted(set(np.concatenate([v for v in de.values()] + [np.zeros(0, int)]).tolist()))
-    # 2. perturbation signature on those genes: expression - log1p(mean(expm1) of k nearest NT cells in PCA)
-    sig = np.zeros((n, len(used)), dtype=np.float32)
-    if used:
-        a = ad.AnnData(X=x.copy(), obs=pd.DataFrame(index=pd.Index(np.arange(n).astype(str))))
-        if g > 2000:
-            sc.pp.highly_variable_genes(a, n_top_genes=2000, flavor="seurat")
-            a = a[:, a.var["highly_variable"].to_numpy()].copy()
-        xs = a.X.toarray()
-        xs -= xs.mean(axis=0)
-        sdv = xs.std(axis=0, ddof=1)
-        sdv[sdv == 0] = 1
-        xs /= sdv
-        np.clip(xs, -10, 10, out=xs)  # Seurat ScaleData / sc.pp.scale(max_value=10)
-        k = int(min(n_pcs, xs.shape[1] - 1, n - 1))
-        pcs = sc.pp.pca(xs, n_comps=k, random_state=seed)
-        xu = x[:, used]
-        splits = [np.ones(n, bool)] if split is None else [split == s for s in sorted(set(split.tolist()))]
-        for m in splits:
-            ntm = np.flatnonzero(m & nt)
-            cells = np.flatnonzero(m)
-            if ntm.size == 0:
-                raise ValueError("a split (split_key level) has no non-targeting cells; "
-                                 "drop split_key or fix the labels.")
-            kk = min(n_neighbors, ntm.size)
-            nn = NearestNeighbors(n_neighbors=kk).fit(pcs[ntm])
-            ind = nn.kneighbors(pcs[cells], return_distance=False)
-            w = sp.csr_matrix((np.full(ind.size, 1.0 / kk), (np.repeat(np.arange(cells.size), kk), ind.ravel())),
-                              shape=(cells.size, ntm.size))
-            ref = np.log1p(sp.csr_matrix(w @ xu[ntm].expm1()).toarray())
-            sig[cells] = xu[cells].toarray() - ref
-    col = {gi: j for j, gi in enumerate(used)}
+    # 2. perturbation signature (Seurat's PRTB assay, pertpy's layers["X_pert"]), every gene:
+    #    log1p(mean(expm1) of the k nearest NT cells in PCA) - expression
+    sig = np.zeros((n, g), dtype=np.float32)
+    a = ad.AnnData(X=x.copy(), obs=pd.DataFrame(index=pd.Index(np.arange(n).astype(str))))
+    if g > 2000:
+        sc.pp.highly_variable_genes(a, n_top_genes=2000, flavor="seurat")
+        a = a[:, a.var["highly_variable"].to_numpy()].copy()
+    xs = a.X.toarray()
+    xs -= xs.mean(axis=0)
+    sdv = xs.std(axis=0, ddof=1)
+    sdv[sdv == 0] = 1
+    xs /= sdv
+    np.clip(xs, -10, 10, out=xs)  # Seurat ScaleData / sc.pp.scale(max_value=10)
+    k = int(min(n_pcs, xs.shape[1] - 1, n - 1))
+    pcs = sc.pp.pca(xs, n_comps=k, random_state=seed)
+    del xs, a
+    splits = [np.ones(n, bool)] if split is None else [split == s for s in sorted(set(split.tolist()))]
+    for m in splits:
+        ntm = np.flatnonzero(m & nt)
+        cells = np.flatnonzero(m)
+        if ntm.size == 0:
+            raise ValueError("a split (split_key level) has no non-targeting cells; "
+                             "drop split_key or fix the labels.")
+        kk = min(n_neighbors, ntm.size)
+        nn = NearestNeighbors(n_neighbors=kk).fit(pcs[ntm])
+        ind = nn.kneighbors(pcs[cells], return_distance=False)
+        w = sp.csr_matrix((np.full(ind.size, 1.0 / kk), (np.repeat(np.arange(cells.size), kk), ind.ravel())),
+                          shape=(cells.size, ntm.size))
+        for j in range(0, g, 2000):  # gene chunks bound the dense temporaries
+            xj = x[:, j:j + 2000]
+            ref = np.log1p(sp.csr_matrix(w @ xj[ntm].expm1()).toarray())
+            sig[cells, j:j + 2000] = ref - xj[cells].toarray()
     # 3. per target: projection on the target-vs-NT direction, 2-component mixture, iterate
-    cls = np.where(nt, "NT", cond).astype(object)
+    cls = cond.astype(object).copy()  # NT cells keep the control label (Seurat, pertpy)
     pko = np.zeros(n, dtype=np.float64)
     gmm = _gmm_class()
-    rows, scores = [], {}
-    for tgt in targets:
+    rows, scores = [], []
+    for tgt in progress(targets, desc="mixscape: targets", verbose=verbose):
         orig = np.flatnonzero(cond == tgt)
         genes = de.get(tgt, np.zeros(0, int))
         row = dict(target=tgt, n_cells=orig.size, n_de_genes=int(genes.size), n_ko=0, n_np=orig.size,
@@ -224,7 +262,13 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
             rows.append(row)
             continue
         allc = np.flatnonzero(nt | (cond == tgt))
-        dat = sig[allc][:, [col[gi] for gi in genes]].astype(np.float64)
+        dat = sig[allc][:, genes].astype(np.float64)
+        if scale:  # Seurat's slot = "scale.data" (ScaleData of the DE genes over these cells), pertpy's scale
+            dat -= dat.mean(axis=0)
+            sdd = dat.std(axis=0, ddof=1)
+            sdd[sdd == 0] = 1
+            dat /= sdd
+            np.clip(dat, -10, 10, out=dat)
         is_g = cond[allc] == tgt
         is_nt = ~is_g
         cur = is_g.copy()  # cells currently called KO (start: all guide cells)
@@ -236,8 +280,10 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
             if vv == 0 or cur.sum() < 2:
                 break
             pvec = dat @ vec / vv
-            if it == 0:
-                scores[tgt] = pvec
+            if it == 0:  # Seurat's Tool(object, "RunMixscape")[[target]][[split]], pertpy's uns["mixscape"]
+                sp_lab = np.full(allc.size, "all", dtype=object) if split is None else split[allc]
+                scores.append(pd.DataFrame({"cell": allc, "target": tgt, "split": sp_lab, "pvec": pvec,
+                                            "label": np.where(is_g, tgt, control)}))
             mu_nt, var_nt = pvec[is_nt].mean(), max(pvec[is_nt].var(ddof=1), 1e-12)
             mu_g, var_g = pvec[cur].mean(), max(pvec[cur].var(ddof=1), 1e-12)
             with warnings.catch_warnings():
@@ -262,12 +308,12 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
             cur = new
             it += 1
         ko = cur[is_g]
-        cls[orig] = np.where(ko, f"{tgt} KO", f"{tgt} NP")
+        cls[orig] = np.where(ko, f"{tgt} {perturbation_type}", f"{tgt} NP")
         pko[orig] = post
         row.update(n_ko=int(ko.sum()), n_np=int((~ko).sum()), ko_fraction=float(ko.mean()) if ko.size else 0.0,
                    iterations=it)
         rows.append(row)
-    glob = np.array([c.split(" ")[-1] if c != "NT" else "NT" for c in cls], dtype=object)
+    glob = np.array([c.split(" ")[-1] for c in cls], dtype=object)  # pertpy; Seurat the same for these labels
     unscored = ~nt & ~np.isin(cond, list(targets))  # targets left out by `perturbed`, or no label
     glob[unscored] = None
     pko[unscored] = np.nan
@@ -277,7 +323,9 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
     table = table.sort_values("ko_fraction", ascending=False, kind="stable").reset_index(drop=True)
     extra = {"de_genes": {t: [str(var_names[i]) for i in de[t]] for t in targets if de.get(t) is not None
                           and len(de[t])}}
-    return cls.astype(str), glob, pko, table, extra
+    pv = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(
+        {"cell": np.zeros(0, int), "target": [], "split": [], "pvec": np.zeros(0), "label": []})
+    return cls.astype(str), glob, pko, table, extra, sig, pv
 
 
 def _mixscape_markers(x, var_names, cond, control, targets, *, logfc_threshold, pval_cutoff, min_pct,

@@ -62,6 +62,7 @@ def score_perturbation(
     n_random: int = 50,
     max_cells: int | None = 500,
     batch_size: int = 4096,
+    verbose: bool | None = None,
 ) -> pd.DataFrame:
     """Score a perturbation with one method; the arguments of the others are ignored.
 
@@ -94,6 +95,8 @@ def score_perturbation(
         Mixscape (``split_key`` is its ``split_by``).
     model, genes, groups, goal, n_random, max_cells, batch_size
         In-silico deletion.
+    verbose
+        Progress lines (``None``: ``pybridge.settings.verbosity``).
 
     Returns
     -------
@@ -122,7 +125,7 @@ def score_perturbation(
                      subsample_size=subsample_size, n_subsamples=n_subsamples, folds=folds,
                      feature_perc=feature_perc, var_quantile=var_quantile, n_estimators=n_estimators,
                      max_features=max_features, min_cells=min_cells, n_jobs=n_jobs, random_state=random_state,
-                     key_added=key, device=device)
+                     key_added=key, device=device, verbose=verbose)
     if method == "mixscape":
         from ._mixscape import mixscape
 
@@ -131,7 +134,7 @@ def score_perturbation(
         return mixscape(adata, condition_key, control, targets=perturbed, split_by=split_key, layer=layer,
                         n_neighbors=n_neighbors, n_pcs=n_pcs, logfc_threshold=logfc_threshold,
                         pval_cutoff=pval_cutoff, min_pct=min_pct, min_de_genes=min_de_genes, iter_num=iter_num,
-                        random_state=random_state, key_added=key, device=device)
+                        random_state=random_state, key_added=key, device=device, verbose=verbose)
     from ._insilico import insilico_deletion
 
     return insilico_deletion(adata, condition_key, control, model=model, genes=genes, perturbed=perturbed,

@@ -4,31 +4,6 @@
 
 .perturbation_methods <- c("augur", "mixscape", "insilico")
 
-# Integer-valued arguments of the engine (R numbers arrive in Python as floats).
-.perturbation_int_args <- c("subsample_size", "n_subsamples", "folds", "n_estimators", "max_features",
-                            "min_cells", "n_jobs", "n_neighbors", "n_pcs", "min_de_genes", "iter_num",
-                            "n_random", "max_cells", "batch_size", "random_state")
-
-.check_meta_column <- function(object, column, arg) {
-  if (is.null(column)) return(invisible(NULL))
-  if (!is.character(column) || length(column) != 1L || !column %in% colnames(object@meta.data)) {
-    stop("`", arg, "` = ", paste(deparse(column), collapse = ""), " is not a meta.data column. Columns that exist: ",
-         paste(colnames(object@meta.data), collapse = ", "), ".", call. = FALSE)
-  }
-  invisible(NULL)
-}
-
-.check_meta_level <- function(object, column, level, arg) {
-  if (is.null(level)) return(invisible(NULL))
-  have <- sort(unique(as.character(object@meta.data[[column]])))
-  bad <- setdiff(as.character(level), have)
-  if (length(bad)) {
-    stop("`", arg, "` = ", paste(bad, collapse = ", "), " is not a value of meta.data column '", column,
-         "'. Values that exist: ", paste(have, collapse = ", "), ".", call. = FALSE)
-  }
-  invisible(NULL)
-}
-
 #' Score a perturbation: responding cell types, knockout calls, in-silico gene deletion
 #'
 #' One call runs one of three published methods in the pybridge Python engine on the counts of
@@ -37,15 +12,18 @@
 #' * `method = "augur"`: Augur (Skinnider et al. 2021, Nat Biotechnol 39:30). For each cell type,
 #'   random forests (scikit-learn) tell `target` cells from `control` cells on repeated, balanced
 #'   subsamples (20 cells per condition, 50 subsamples, 3-fold cross-validation, Augur's
-#'   variance-based gene selection); the mean cross-validated AUC ranks how strongly each type
-#'   responds. Types with fewer than 20 cells in either condition are skipped and reported.
+#'   variable-gene selection: loess of the mean / sd ratio, genes above the median residual);
+#'   the mean cross-validated AUC ranks how strongly each type responds. Types with fewer than
+#'   20 cells in either condition are skipped and reported (a warning when none is left).
 #' * `method = "mixscape"`: Mixscape (Papalexi et al. 2021, Nat Genet 53:322; Seurat
 #'   `CalcPerturbSig()` + `RunMixscape()`). `condition` holds each cell's guide target and
-#'   `control` the non-targeting label. The perturbation signature is each cell's expression minus
-#'   the mean of its 20 nearest non-targeting cells (PCA, within each replicate given as
-#'   `split_key = "<column>"` in `...`); per target, a two-component Gaussian mixture on the
-#'   projection onto the target-vs-non-targeting direction (its differentially expressed genes)
-#'   separates knocked-out (KO) from non-perturbed (NP) cells.
+#'   `control` the non-targeting label. The perturbation signature is the mean of each cell's 20
+#'   nearest non-targeting cells (PCA, within each replicate given as `split_key = "<column>"`
+#'   in `...`) minus the cell's expression; per target, a two-component Gaussian mixture on the
+#'   projection onto the target-vs-non-targeting direction (its differentially expressed genes,
+#'   scaled) separates knocked-out (KO) from non-perturbed (NP) cells. The results are stored as
+#'   `RunMixscape()` stores them, so `PlotPerturbScore()`, `MixscapeHeatmap()` and
+#'   `MixscapeLDA()` work on them.
 #' * `method = "insilico"`: in-silico deletion (Theodoris et al. 2023, Nature 618:616,
 #'   Geneformer). With a trained encoder (`model.dir`: a model saved by pybridge's scVI job or
 #'   scvi-tools `model.save()`, or a pybridge TOSICA model), each gene in `genes` is set to zero in
@@ -55,8 +33,9 @@
 #'
 #' @param object A Seurat object (v4; v5 assays untested).
 #' @param condition Name of the meta.data column with the condition (augur, insilico: e.g.
-#'   `"stim"`) or the guide target (mixscape: e.g. `"top_grna_target"`).
-#' @param control The control value of `condition` (`"CTRL"`; mixscape: the non-targeting label).
+#'   `"stim"`) or the guide target (mixscape: e.g. `"top_grna_target"`; Seurat's `labels`).
+#' @param control The control value of `condition` (`"CTRL"`; mixscape: the non-targeting label,
+#'   Seurat's `nt.class.name`).
 #' @param method `"augur"`, `"mixscape"` or `"insilico"`.
 #' @param cell.type Name of the meta.data column with cell types (augur: scored per type;
 #'   insilico: deletions and goal per type). `NULL`: all cells form one group.
@@ -69,21 +48,28 @@
 #' @param assay Assay whose counts are used (default: `DefaultAssay(object)`).
 #' @param device `"auto"`, `"cpu"` or `"cuda"` (the in-silico encoder; augur and mixscape run on
 #'   CPU).
-#' @param verbose Print progress.
-#' @param ... Further arguments of the engine's `pybridge.tl.score_perturbation()`, e.g.
-#'   `n_subsamples = 50`, `n_estimators = 100` (augur), `split_key = "bio_rep"`,
-#'   `n_neighbors = 20`, `n_pcs = 40` (mixscape), `n_random = 50`, `max_cells = 500`,
-#'   `groups = "CD14 Mono"` (insilico), `random_state = 0`.
+#' @param verbose Progress lines (Augur's subsample fits, Mixscape's targets) and notes.
+#' @param ... Further arguments of the engine's `pybridge.tl.score_perturbation()`, with their
+#'   Python names, e.g. `n_subsamples = 50`, `n_estimators = 100`, `var_quantile = 0.5`
+#'   (augur), `split_key = "bio_rep"`, `n_neighbors = 20`, `n_pcs = 40`, `scale = TRUE`
+#'   (mixscape), `n_random = 50`, `max_cells = 500`, `groups = "CD14 Mono"` (insilico),
+#'   `random_state = 0`.
 #' @return The Seurat object with:
 #'   * augur: meta.data `perturbation.auc` (the AUC of each cell's type; `NA` for skipped types);
-#'   * mixscape: meta.data `mixscape.class` (`"<target> KO"`, `"<target> NP"`, `"NT"`),
-#'     `mixscape.class.global` (factor `NT`/`NP`/`KO`), `mixscape.p.ko` (posterior of KO);
+#'   * mixscape, as Seurat's `RunMixscape()`: meta.data `mixscape_class` (`"<target> KO"`,
+#'     `"<target> NP"`, or `control` for non-targeting cells), `mixscape_class.global`
+#'     (`control` / `"NP"` / `"KO"`), `mixscape_class_p_ko` (posterior of KO; 0 for
+#'     non-targeting cells); the assay `PRTB` (the perturbation signature, as
+#'     `CalcPerturbSig()`); `Tool(object, "RunMixscape")` (per target and replicate, the
+#'     perturbation scores `PlotPerturbScore()` draws); and `Idents(object)` set to
+#'     `mixscape_class`;
 #'   * all methods: `Misc(object, "perturbation.<method>")`, a list with `table` (augur: per cell
 #'     type `auc`, `rank`, cell counts, `status`; mixscape: per target `ko_fraction` and counts;
 #'     insilico: per gene and cell type `goal_shift`, `cosine_shift`, null means, `goal_shift_rank`,
 #'     empirical p-values) and `params`;
 #'   * the command in `object@commands`.
-#' @seealso [PerturbationRankPlot()]
+#' @seealso [PerturbationRankPlot()]; for mixscape Seurat's [Seurat::PlotPerturbScore()],
+#'   [Seurat::MixscapeHeatmap()], [Seurat::MixscapeLDA()].
 #' @md
 #' @export
 #' @examples
@@ -92,69 +78,69 @@
 #' Misc(ifnb, "perturbation.augur")$table
 #' eccite <- ScorePerturbation(eccite, condition = "top_grna_target", control = "non-targeting",
 #'                             method = "mixscape", split_key = "bio_rep")
-#' table(eccite$mixscape.class.global)
+#' table(eccite$mixscape_class.global)
+#' PlotPerturbScore(eccite, target.gene.class = "top_grna_target", target.gene.ident = "IFNGR2",
+#'                  split.by = "bio_rep")
 #' PerturbationRankPlot(eccite, method = "mixscape")
 #' }
 ScorePerturbation <- function(object, condition, control, method = "augur", cell.type = NULL, target = NULL,
                               genes = NULL, goal = NULL, model.dir = NULL, assay = NULL, device = "auto",
                               verbose = TRUE, ...) {
-  if (!is.character(method) || length(method) != 1L || !method %in% .perturbation_methods) {
-    stop("method must be one of ", paste0("\"", .perturbation_methods, "\"", collapse = ", "), ", not ",
-         paste(deparse(method), collapse = ""), ".", call. = FALSE)
-  }
   assay <- .check_seurat(object, assay)
-  .check_meta_column(object, condition, "condition")
-  .check_meta_column(object, cell.type, "cell.type")
-  .check_meta_level(object, condition, control, "control")
-  .check_meta_level(object, condition, target, "target")
-  .check_meta_level(object, condition, goal, "goal")
   extra <- list(...)
-  if (!is.null(extra$split_key)) .check_meta_column(object, extra$split_key, "split_key")
-  for (nm in intersect(names(extra), .perturbation_int_args)) {
-    if (is.numeric(extra[[nm]])) extra[[nm]] <- as.integer(extra[[nm]])
-  }
-  args <- list(condition_key = condition, control = control, method = method, cell_type_key = cell.type,
-               device = device)
-  if (!is.null(target)) args$perturbed <- if (length(target) == 1L) target else as.list(target)
-  if (method == "insilico") {
-    if (is.null(model.dir)) {
-      stop("method = \"insilico\" needs model.dir: a directory saved by pybridge's scVI job ",
-           "(save_path), scvi-tools model$save(), or a pybridge TOSICA model.", call. = FALSE)
-    }
-    if (!dir.exists(model.dir)) stop("model.dir '", model.dir, "' does not exist.", call. = FALSE)
-    if (!length(genes)) stop("method = \"insilico\" needs genes: the genes to delete.", call. = FALSE)
-    missing <- setdiff(genes, rownames(object[[assay]]))
-    if (length(missing)) {
-      stop("genes to delete not in assay '", assay, "': ", paste(missing, collapse = ", "), ".", call. = FALSE)
-    }
-    args$model <- normalizePath(model.dir)
-    args$genes <- as.list(as.character(genes))
-    if (!is.null(goal)) args$goal <- goal
-  }
-  key <- method
-  args$key_added <- key
-  args <- c(args, extra)
-
-  .py_verbosity(verbose)
+  # R names in the engine's messages; arguments given in `...` keep the names the user typed
+  arg_names <- c(condition_key = "condition", cell_type_key = "cell.type", perturbed = "target",
+                 model = "model.dir", key_added = "method")
+  arg_names[names(extra)] <- names(extra)
   adata <- .job_anndata(object, assay = assay, layer = "counts")
-  .engine("tl")  # checks that the engine is usable (errors name the fix)
-  tl <- reticulate::import("pybridge.tl", convert = FALSE)  # the table is read from uns below, typed
-  do.call(tl$score_perturbation, c(list(adata), args))
-
+  args <- c(list(adata = adata, condition_key = condition, control = control, method = method,
+                 cell_type_key = cell.type, perturbed = if (length(target) > 1L) as.list(target) else target,
+                 genes = if (length(genes)) as.list(as.character(genes)), goal = goal,
+                 model = if (!is.null(model.dir)) path.expand(model.dir), device = device,
+                 key_added = if (is.character(method) && length(method) == 1L) method),
+            extra)
+  # quote = TRUE: the call object and the AnnData handle are passed as they are, not evaluated
+  do.call(.engine_call, c(list("score_perturbation"), args,
+                          list(verbose = verbose, .arg_names = arg_names, .convert = FALSE, .call = sys.call())),
+          quote = TRUE)
+  key <- method
+  res <- .perturbation_result(adata, key)
   cells <- colnames(object)
   if (method == "augur") {
-    md <- .py_obs(adata, paste0(key, "_auc"))
+    md <- .py_obs(adata, paste0(key, "_score"))
     object[["perturbation.auc"]] <- as.numeric(md[cells, 1])
   } else if (method == "mixscape") {
-    md <- .py_obs(adata, paste0(key, c("_class", "_class_global", "_class_p_ko")))[cells, , drop = FALSE]
-    object[["mixscape.class"]] <- as.character(md[[1]])
-    glob <- as.character(md[[2]])
-    object[["mixscape.class.global"]] <- factor(glob, levels = intersect(c("NT", "NP", "KO"), unique(glob)))
-    object[["mixscape.p.ko"]] <- as.numeric(md[[3]])
+    object <- .store_mixscape(object, adata, res, condition, cells)
   }
-  res <- .perturbation_result(adata, key)
+  res$pvec <- NULL
   SeuratObject::Misc(object, paste0("perturbation.", method)) <- res
   object <- Seurat::LogSeuratCommand(object = object)
+  object
+}
+
+# Mixscape results where Seurat's RunMixscape puts them (meta.data, PRTB assay, Tool, Idents).
+.store_mixscape <- function(object, adata, res, condition, cells) {
+  ptype <- res$params$perturbation_type %||% "KO"
+  p_col <- paste0("mixscape_class_p_", tolower(ptype))
+  md <- .py_obs(adata, c("mixscape_class", "mixscape_class_global", p_col))[cells, , drop = FALSE]
+  object[["mixscape_class"]] <- as.character(md[[1]])
+  object[["mixscape_class.global"]] <- as.character(md[[2]])
+  object[[p_col]] <- as.numeric(md[[3]])
+  layers <- reticulate::py_get_attr(adata, "layers")
+  sig <- .py_matrix(reticulate::py_get_item(layers, "X_pert"))
+  dimnames(sig) <- list(cells, rownames(object))
+  object[["PRTB"]] <- SeuratObject::CreateAssayObject(data = t(sig), min.cells = -Inf, min.features = -Inf,
+                                                     check.matrix = FALSE)
+  pv <- res$pvec
+  gv <- lapply(split(pv, factor(pv$target, levels = unique(pv$target))), function(d) {
+    lapply(split(d, factor(d$split, levels = unique(d$split))), function(e) {
+      df <- data.frame(pvec = e$pvec, row.names = as.character(e$cell))
+      df[[condition]] <- as.character(e$label)
+      df
+    })
+  })
+  methods::slot(object, "tools")[["RunMixscape"]] <- gv  # Tool(object, "RunMixscape"), as RunMixscape writes it
+  SeuratObject::Idents(object) <- "mixscape_class"
   object
 }
 
@@ -174,6 +160,7 @@ ScorePerturbation <- function(object, condition, control, method = "augur", cell
     out$goal_shift <- gs
   }
   if ("de_genes" %in% keys) out$de.genes <- lapply(reticulate::py_to_r(get("de_genes")), as.character)
+  if ("pvec" %in% keys) out$pvec <- .py_df(get("pvec"))
   out
 }
 

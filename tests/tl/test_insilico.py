@@ -55,13 +55,13 @@ def test_insilico_bad_genes_and_model(kang_scvi_dir):
         tl.score_perturbation(a, genes=["ISG15", "NOTAGENE", "ALSO_NOT"], **kw)
     hv = set(pd.read_json(kang_scvi_dir / "pybridge_scvi.json", typ="series")["genes"])
     outside = next(g for g in a.var_names if g not in hv)
-    with pytest.raises(ValueError, match=f"not among the model's 2000 genes: {outside}"):
+    with pytest.raises(ValueError, match=f"not among the encoder's 2000 genes: {outside}"):
         tl.score_perturbation(a, genes=[outside], **kw)
     renamed = a.copy()
     names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
     names[list(a.var_names).index("ISG15")] = "ISG15"
     renamed.var_names = names
-    with pytest.raises(ValueError, match="data and model share only 1 genes"):
+    with pytest.raises(ValueError, match="data and encoder share only 1 genes"):
         tl.score_perturbation(renamed, genes=["ISG15"], **kw)
     with pytest.raises(ValueError, match="needs model="):
         tl.score_perturbation(a, genes=["ISG15"], **{**kw, "model": None})
@@ -80,6 +80,8 @@ def test_insilico_needs_model_and_genes_before_any_work():
         tl.insilico_deletion(a, "stim", "CTRL", model=None, genes=["ISG15"])
     with pytest.raises(ValueError, match="needs genes="):
         tl.insilico_deletion(a, "stim", "CTRL", model="/nonexistent", genes=[])
+    with pytest.raises(ValueError, match="genes to delete not in the data: NOTAGENE"):
+        tl.insilico_deletion(a, "stim", "CTRL", model="/nonexistent", genes=["ISG15", "NOTAGENE"])
     with pytest.raises(ValueError, match="goal 'MIDDLE' is not a value"):
         tl.insilico_deletion(a, "stim", "CTRL", model="/nonexistent", genes=["ISG15"], goal="MIDDLE")
     assert "insilico" not in a.uns

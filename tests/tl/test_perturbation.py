@@ -42,5 +42,5 @@ def test_dispatcher_is_the_method(kang_small):
                                key_added="aug", **kw)
     t2 = tl.augur(b, "stim", "CTRL", cell_type_key="seurat_annotations", key_added="aug", **kw)
     pd.testing.assert_frame_equal(t1, t2)
-    np.testing.assert_array_equal(a.obs["aug_auc"], b.obs["aug_auc"])
+    np.testing.assert_array_equal(a.obs["aug_score"], b.obs["aug_score"])
     assert set(a.uns) == {"aug"}

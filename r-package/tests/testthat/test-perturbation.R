@@ -23,34 +23,74 @@ test_that("augur from R: per-cell AUC in meta.data, table in Misc, CD14 Mono amo
   expect_equal(unname(obj$perturbation.auc), unname(auc[as.character(obj$seurat_annotations)]))
   expect_equal(res$params$perturbed, "STIM")
   expect_equal(res$params$n_subsamples, 6L)
+  expect_equal(res$params$span, 0.75)
   expect_true(any(grepl("ScorePerturbation", names(obj@commands))))
   p <- PerturbationRankPlot(obj)
   expect_s3_class(p, "ggplot")
   expect_silent(ggplot2::ggplot_build(p))
 })
 
-test_that("mixscape from R: KO/NP/NT classes in meta.data, KO fractions in Misc", {
+test_that("mixscape from R: RunMixscape's meta.data, PRTB assay and Tool; Seurat's Mixscape plots run on it", {
   obj <- readRDS(shared_data("papalexi_eccite.rds"))
   obj <- ScorePerturbation(obj, condition = "top_grna_target", control = "non-targeting", method = "mixscape",
                            split_key = "bio_rep", verbose = FALSE)
   md <- obj@meta.data
-  expect_true(all(c("mixscape.class", "mixscape.class.global", "mixscape.p.ko") %in% colnames(md)))
+  # the names Seurat's RunMixscape writes (new.class.name = "mixscape_class", prtb.type = "KO")
+  expect_true(all(c("mixscape_class", "mixscape_class.global", "mixscape_class_p_ko") %in% colnames(md)))
+  expect_false(any(c("mixscape.class", "mixscape.class.global", "mixscape.p.ko") %in% colnames(md)))
   nt <- md$top_grna_target == "non-targeting"
-  expect_true(all(md$mixscape.class.global[nt] == "NT"))
-  expect_true(all(md$mixscape.class.global[!nt] %in% c("KO", "NP")))
-  expect_s3_class(md$mixscape.class.global, "factor")
-  expect_equal(md$mixscape.p.ko > 0.5, md$mixscape.class.global == "KO")
+  expect_true(all(md$mixscape_class[nt] == "non-targeting"))
+  expect_true(all(md$mixscape_class.global[nt] == "non-targeting"))
+  expect_true(all(md$mixscape_class.global[!nt] %in% c("KO", "NP")))
+  expect_type(md$mixscape_class.global, "character")
+  expect_equal(md$mixscape_class_p_ko > 0.5, md$mixscape_class.global == "KO")
+  expect_true(all(md$mixscape_class_p_ko[nt] == 0))
+  expect_identical(as.character(SeuratObject::Idents(obj)), md$mixscape_class)
   tab <- SeuratObject::Misc(obj, "perturbation.mixscape")$table
   expect_equal(nrow(tab), 25L)
   frac <- setNames(tab$ko_fraction, tab$target)
-  psmb9 <- SeuratObject::GetAssayData(Seurat::NormalizeData(obj, verbose = FALSE), slot = "data")["PSMB9", ]
+  obj <- Seurat::NormalizeData(obj, verbose = FALSE)
+  psmb9 <- SeuratObject::GetAssayData(obj, slot = "data")["PSMB9", ]
   for (t in c("IFNGR1", "IFNGR2", "JAK2", "STAT1")) {
     expect_gt(frac[[t]], 0.1)
-    ko <- md$mixscape.class == paste(t, "KO")
-    np <- md$mixscape.class == paste(t, "NP")
+    ko <- md$mixscape_class == paste(t, "KO")
+    np <- md$mixscape_class == paste(t, "NP")
     expect_lt(mean(psmb9[ko]), mean(psmb9[np]))
   }
   expect_true(length(SeuratObject::Misc(obj, "perturbation.mixscape")$de.genes$STAT1) >= 5)
+  # PRTB: the perturbation signature (NT-neighbour mean minus the cell), every gene of the assay
+  prtb <- SeuratObject::GetAssayData(obj[["PRTB"]], slot = "data")
+  expect_equal(dim(prtb), dim(obj[["RNA"]]))
+  expect_gt(mean(prtb["PSMB9", md$mixscape_class == "IFNGR2 KO"]), 0.5)
+  # Tool(object, "RunMixscape"): per target, per replicate, pvec + the label column
+  tool <- SeuratObject::Tool(obj, "RunMixscape")
+  expect_setequal(names(tool[["IFNGR2"]]), unique(as.character(md$bio_rep)))
+  gv <- tool[["IFNGR2"]][[1]]
+  expect_identical(colnames(gv), c("pvec", "top_grna_target"))
+  expect_setequal(unique(gv$top_grna_target), c("IFNGR2", "non-targeting"))
+  expect_true(all(rownames(gv) %in% colnames(obj)))
+  # Seurat's own Mixscape plots run on the result
+  p <- Seurat::PlotPerturbScore(obj, target.gene.class = "top_grna_target", target.gene.ident = "IFNGR2",
+                                mixscape.class = "mixscape_class", col = "coral2", split.by = "bio_rep")
+  expect_s3_class(p, "ggplot")
+  expect_silent(ggplot2::ggplot_build(p))
+  p <- Seurat::PlotPerturbScore(obj, target.gene.class = "top_grna_target", target.gene.ident = "IFNGR2",
+                                before.mixscape = TRUE)
+  expect_s3_class(ggplot2::ggplot_build(p), "ggplot_built")
+  h <- Seurat::MixscapeHeatmap(obj, ident.1 = "non-targeting", ident.2 = "IFNGR2 KO", balanced = FALSE,
+                               assay = "RNA", max.genes = 20, angle = 0, group.by = "mixscape_class",
+                               max.cells.group = 100, size = 6.5)
+  expect_s3_class(h, "ggplot")
+  expect_true(any(grepl("IFNGR2 KO", levels(h$data$Identity))))
+  sub <- subset(obj, cells = colnames(obj)[md$mixscape_class %in%
+                                              c("non-targeting", "IFNGR2 KO", "JAK2 KO", "STAT1 KO")])
+  sub <- Seurat::MixscapeLDA(sub, assay = "RNA", pc.assay = "PRTB", labels = "top_grna_target",
+                             nt.label = "non-targeting", npcs = 5, logfc.threshold = 0.25, verbose = FALSE)
+  lda <- SeuratObject::Embeddings(sub, "lda")
+  expect_equal(ncol(lda), 3L)  # 4 classes
+  # LDA separates the KO classes from non-targeting
+  cls <- sub$mixscape_class
+  expect_gt(abs(mean(lda[cls == "STAT1 KO", 1]) - mean(lda[cls == "non-targeting", 1])), 1)
   p <- PerturbationRankPlot(obj, method = "mixscape")
   expect_s3_class(p, "ggplot")
 })
@@ -74,19 +114,50 @@ test_that("insilico from R: the deletion table lands in Misc (scVI encoder from 
   expect_s3_class(PerturbationRankPlot(obj, method = "insilico"), "ggplot")
 })
 
-test_that("bad input: clear errors naming what exists; the object is untouched", {
+test_that("bad input: the engine's checks in R's words (R argument names); the object is untouched", {
   obj <- readRDS(shared_data("kang_ifnb_processed.rds"))
-  expect_error(ScorePerturbation(obj, condition = "condition", control = "CTRL"),
-               "not a meta.data column. Columns that exist: orig.ident, nCount_RNA")
-  expect_error(ScorePerturbation(obj, condition = "stim", control = "ctrl"),
-               "not a value of meta.data column 'stim'. Values that exist: CTRL, STIM")
-  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", method = "milo"), "method must be one of")
+  md0 <- obj@meta.data
+  expect_error(ScorePerturbation(obj, condition = "condition", control = "CTRL", verbose = FALSE),
+               "condition 'condition' is not in obs \\(the cell metadata\\). Columns that exist: orig.ident, nCount_RNA")
+  expect_error(ScorePerturbation(obj, condition = "stim", control = "ctrl", verbose = FALSE),
+               "control 'ctrl' is not a value of obs\\['stim'\\]. Values that exist: CTRL, STIM")
+  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", cell.type = "celltype", verbose = FALSE),
+               "cell.type 'celltype' is not in obs")
+  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", method = "milo", verbose = FALSE),
+               "method must be one of")
+  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", n_subsamples = 0, verbose = FALSE),
+               "n_subsamples must be at least 1, got 0")
   expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", method = "insilico",
-                                 model.dir = tempdir(), genes = c("ISG15", "NOTAGENE")),
-               "genes to delete not in assay 'RNA': NOTAGENE")
-  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", method = "insilico"),
-               "needs model.dir")
+                                 model.dir = tempdir(), genes = c("ISG15", "NOTAGENE"), verbose = FALSE),
+               "genes to delete not in the data: NOTAGENE")
+  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", method = "insilico", verbose = FALSE),
+               "needs model.dir=")
+  expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", method = "insilico", genes = "ISG15",
+                                 model.dir = file.path(tempdir(), "nope"), verbose = FALSE),
+               "model.dir='.*nope': no such directory")
+  err <- tryCatch(ScorePerturbation(obj, condition = "condition", control = "CTRL", verbose = FALSE),
+                  error = function(e) conditionMessage(e))
+  expect_false(grepl("KeyError|Traceback|condition_key", err))
   expect_error(PerturbationRankPlot(obj), "run ScorePerturbation\\(\\) first")
   expect_error(ScorePerturbation(obj, condition = "stim", control = "CTRL", cell.type = "seurat_annotations",
                                  assay = "ADT"), "assay 'ADT' is not in the object")
+  expect_identical(obj@meta.data, md0)
+})
+
+test_that("augur from R: counts are checked, and a warning when no cell type can be scored", {
+  obj <- readRDS(shared_data("kang_ifnb_processed.rds"))
+  obj <- subset(obj, cells = colnames(obj)[obj$seurat_annotations %in% c("B", "CD14 Mono")])
+  expect_warning(out <- ScorePerturbation(obj, condition = "stim", control = "CTRL", cell.type = "seurat_annotations",
+                                          min_cells = 5000, verbose = FALSE),
+                 "no cell type could be scored")
+  expect_true(all(is.na(out$perturbation.auc)))
+  bad <- obj
+  counts <- SeuratObject::GetAssayData(bad, slot = "counts")
+  counts@x[3] <- -2
+  bad <- SeuratObject::SetAssayData(bad, slot = "counts", new.data = counts)
+  expect_error(ScorePerturbation(bad, condition = "stim", control = "CTRL", verbose = FALSE),
+               "contains negative values")
+  msgs <- capture.output(ScorePerturbation(obj, condition = "stim", control = "CTRL", cell.type = "seurat_annotations",
+                                           n_subsamples = 2, n_estimators = 5, verbose = TRUE), type = "message")
+  expect_true(any(grepl("augur: subsample fits: 1/4", msgs)))
 })

@@ -106,5 +106,5 @@ test_that("perturbation renders: CD14 monocytes respond most, ISG15 deletion mov
   expect_gt(ins$goal_shift[ins$gene == "ISG15"], ins$goal_shift_null_mean[ins$gene == "ISG15"])
   ko <- setNames(env$mix$ko_fraction, env$mix$target)
   for (t in c("IFNGR1", "JAK2", "STAT1")) expect_gt(ko[[t]], 0.3)
-  expect_true(all(env$eccite$mixscape.class.global[env$eccite$top_grna_target == "non-targeting"] == "NT"))
+  expect_true(all(env$eccite$mixscape_class.global[env$eccite$top_grna_target == "non-targeting"] == "non-targeting"))
 })
