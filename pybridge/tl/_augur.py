@@ -170,7 +170,8 @@ def select_variance(x, *, var_quantile: float = 0.5, span: float = 0.75,
     model by ``lmtest::coxtest`` (which, on loess fits, compares the no-intercept linear models
     of the two predictors) and keeps the genes whose residual exceeds the ``var_quantile``
     quantile of the residuals (R's type-7 quantile), or is positive with
-    ``filter_negative_residuals``. The loess is scikit-misc's, the netlib ``dloess`` code R uses.
+    ``filter_negative_residuals``. The loess is :func:`pybridge.pp.loess_fitted` (scikit-misc,
+    the netlib ``dloess`` code R uses).
 
     Parameters
     ----------
@@ -196,11 +197,11 @@ def select_variance(x, *, var_quantile: float = 0.5, span: float = 0.75,
 
 def _mean_sd(x) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and sample standard deviation (as ``sparseMatrixStats::rowSds``), float64."""
+    from ..pp._array import mean_var
+
     x = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else sp.csr_matrix(np.asarray(x, dtype=np.float64))
-    n = x.shape[0]
-    mean = np.asarray(x.mean(axis=0)).ravel()
-    sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
-    return mean, np.sqrt(np.maximum(sq - mean**2, 0) * (n / max(n - 1, 1)))
+    mean, var = mean_var(x, np)
+    return np.asarray(mean, np.float64).ravel(), np.sqrt(np.maximum(np.asarray(var, np.float64).ravel(), 0))
 
 
 def _select_from_stats(mean: np.ndarray, sd: np.ndarray, *, var_quantile: float, span: float,
@@ -224,25 +225,11 @@ def _select_from_stats(mean: np.ndarray, sd: np.ndarray, *, var_quantile: float,
 
 
 def _loess_fitted(x: np.ndarray, y: np.ndarray, span: float) -> np.ndarray:
-    """``fitted(loess(y ~ x, span = span))`` (R defaults), via scikit-misc.
+    """``fitted(loess(y ~ x, span = span))`` with R's defaults (:func:`pybridge.pp.loess_fitted`,
+    scikit-misc; where R only warns about near singularities the span is widened, with a warning)."""
+    from ..pp._highly_variable_genes import loess_fitted
 
-    Where R's loess only warns about near singularities, skmisc raises: the span is widened in
-    steps of 0.1 (up to 1) and the span used is logged.
-    """
-    from skmisc.loess import loess
-
-    tried = float(span)
-    while True:
-        try:
-            m = loess(np.asarray(x, np.float64), np.asarray(y, np.float64), span=tried, degree=2)
-            m.fit()
-            if tried != span:
-                logger.info("augur: loess was singular at span %g; used span=%g", span, tried)
-            return np.asarray(m.outputs.fitted_values, dtype=np.float64)
-        except ValueError:
-            if tried >= 1:
-                raise
-            tried = min(1.0, round(tried + 0.1, 10))
+    return loess_fitted(x, y, span=span, name="augur")
 
 
 def _cox_pvalues(x: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, float]:

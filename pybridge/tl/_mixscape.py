@@ -205,9 +205,11 @@ def _norm_logpdf(x, mu, var):
 
 def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs, logfc_threshold, pval_cutoff,
               min_pct, min_de_genes, iter_num, scale, perturbation_type, seed, verbose=None):
-    import anndata as ad
-    import scanpy as sc
     from sklearn.neighbors import NearestNeighbors
+
+    from ..pp._highly_variable_genes import variable_genes
+    from ..pp._pca import pca_matrix
+    from ..pp._scale import scale_matrix
 
     n, g = x.shape
     nt = cond == control
@@ -217,19 +219,13 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
     # 2. perturbation signature (Seurat's PRTB assay, pertpy's layers["X_pert"]), every gene:
     #    log1p(mean(expm1) of the k nearest NT cells in PCA) - expression
     sig = np.zeros((n, g), dtype=np.float32)
-    a = ad.AnnData(X=x.copy(), obs=pd.DataFrame(index=pd.Index(np.arange(n).astype(str))))
-    if g > 2000:
-        sc.pp.highly_variable_genes(a, n_top_genes=2000, flavor="seurat")
-        a = a[:, a.var["highly_variable"].to_numpy()].copy()
-    xs = a.X.toarray()
-    xs -= xs.mean(axis=0)
-    sdv = xs.std(axis=0, ddof=1)
-    sdv[sdv == 0] = 1
-    xs /= sdv
-    np.clip(xs, -10, 10, out=xs)  # Seurat ScaleData / sc.pp.scale(max_value=10)
+    # PCA of the scaled expression (2,000 variable genes when there are more), as Seurat's
+    # NormalizeData -> FindVariableFeatures -> ScaleData -> RunPCA before CalcPerturbSig
+    xv = x if g <= 2000 else x[:, np.flatnonzero(variable_genes(x, 2000, flavor="seurat")["highly_variable"])]
+    xs = scale_matrix(xv, zero_center=True, max_value=10, dtype=np.float32)[0]
     k = int(min(n_pcs, xs.shape[1] - 1, n - 1))
-    pcs = sc.pp.pca(xs, n_comps=k, random_state=seed)
-    del xs, a
+    pcs = pca_matrix(xs, n_comps=k, random_state=seed).embedding
+    del xs, xv
     splits = [np.ones(n, bool)] if split is None else [split == s for s in sorted(set(split.tolist()))]
     for m in splits:
         ntm = np.flatnonzero(m & nt)
@@ -264,11 +260,7 @@ def _mixscape(x, var_names, cond, control, targets, split, *, n_neighbors, n_pcs
         allc = np.flatnonzero(nt | (cond == tgt))
         dat = sig[allc][:, genes].astype(np.float64)
         if scale:  # Seurat's slot = "scale.data" (ScaleData of the DE genes over these cells), pertpy's scale
-            dat -= dat.mean(axis=0)
-            sdd = dat.std(axis=0, ddof=1)
-            sdd[sdd == 0] = 1
-            dat /= sdd
-            np.clip(dat, -10, 10, out=dat)
+            dat = scale_matrix(dat, zero_center=True, max_value=10, dtype=np.float64)[0]
         is_g = cond[allc] == tgt
         is_nt = ~is_g
         cur = is_g.copy()  # cells currently called KO (start: all guide cells)

@@ -1,7 +1,7 @@
 """Helpers shared by the perturbation methods (:mod:`._augur`, :mod:`._mixscape`,
 :mod:`._insilico`) and their dispatcher :func:`pybridge.tl.score_perturbation`: condition labels,
 the levels to score, cell-type labels, the device check of the CPU-only methods, and the
-log-normalisation of counts."""
+log-normalisation of counts (pybridge.pp's)."""
 
 from __future__ import annotations
 
@@ -76,27 +76,12 @@ def check_cpu_device(device) -> str:
     return "cpu"
 
 
-def _is_counts(x, sample: int = 200_000) -> bool:
-    v = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    if v.size > sample:
-        v = v[:: v.size // sample]
-    return bool(v.size == 0 or (np.all(np.isfinite(v)) and v.min() >= 0 and np.all(v == np.round(v))))
-
-
 def lognorm(x) -> sp.csr_matrix:
-    """Counts -> log1p(counts / total * 1e4) as a new CSR float32 (Seurat LogNormalize).
+    """Counts -> ``log1p(counts / total * 1e4)`` as a new CSR float32 (Seurat's LogNormalize), by
+    :func:`pybridge.pp._normalization.log_normalize` (no counts check here: see :func:`lognorm_counts`)."""
+    from ..pp._normalization import log_normalize
 
-    A matrix that is not integer counts is returned as it is (as CSR float32).
-    """
-    x = sp.csr_matrix(x, dtype=np.float32, copy=True) if sp.issparse(x) else sp.csr_matrix(np.asarray(x, np.float32))
-    if not _is_counts(x):
-        return x
-    tot = np.asarray(x.sum(axis=1)).ravel()
-    tot[tot == 0] = 1
-    x = sp.diags((1e4 / tot).astype(np.float32)) @ x
-    x = sp.csr_matrix(x)
-    np.log1p(x.data, out=x.data)
-    return x
+    return sp.csr_matrix(log_normalize(x, 1e4, dtype=np.float32))
 
 
 def lognorm_counts(adata, layer, *, method: str) -> sp.csr_matrix:

@@ -129,8 +129,8 @@ ScorePerturbation <- function(object, condition, control, method = "augur", cell
   layers <- reticulate::py_get_attr(adata, "layers")
   sig <- .py_matrix(reticulate::py_get_item(layers, "X_pert"))
   dimnames(sig) <- list(cells, rownames(object))
-  object[["PRTB"]] <- SeuratObject::CreateAssayObject(data = t(sig), min.cells = -Inf, min.features = -Inf,
-                                                     check.matrix = FALSE)
+  object[["PRTB"]] <- suppressWarnings(SeuratObject::CreateAssayObject(  # as CalcPerturbSig
+    data = t(sig), min.cells = -Inf, min.features = -Inf, check.matrix = FALSE))
   pv <- res$pvec
   gv <- lapply(split(pv, factor(pv$target, levels = unique(pv$target))), function(d) {
     lapply(split(d, factor(d$split, levels = unique(d$split))), function(e) {

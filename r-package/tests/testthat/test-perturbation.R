@@ -78,7 +78,7 @@ test_that("mixscape from R: RunMixscape's meta.data, PRTB assay and Tool; Seurat
                                 before.mixscape = TRUE)
   expect_s3_class(ggplot2::ggplot_build(p), "ggplot_built")
   h <- Seurat::MixscapeHeatmap(obj, ident.1 = "non-targeting", ident.2 = "IFNGR2 KO", balanced = FALSE,
-                               assay = "RNA", max.genes = 20, angle = 0, group.by = "mixscape_class",
+                               assay = "RNA", max.genes = 20, angle = 0, mixscape.class = "mixscape_class",
                                max.cells.group = 100, size = 6.5)
   expect_s3_class(h, "ggplot")
   expect_true(any(grepl("IFNGR2 KO", levels(h$data$Identity))))
@@ -157,7 +157,26 @@ test_that("augur from R: counts are checked, and a warning when no cell type can
   bad <- SeuratObject::SetAssayData(bad, slot = "counts", new.data = counts)
   expect_error(ScorePerturbation(bad, condition = "stim", control = "CTRL", verbose = FALSE),
                "contains negative values")
-  msgs <- capture.output(ScorePerturbation(obj, condition = "stim", control = "CTRL", cell.type = "seurat_annotations",
-                                           n_subsamples = 2, n_estimators = 5, verbose = TRUE), type = "message")
-  expect_true(any(grepl("augur: subsample fits: 1/4", msgs)))
+})
+
+test_that("augur from R: progress lines when verbose, none when not", {
+  # the engine writes to the console from Python (reticulate), which capture.output() does not
+  # see: run each call in a fresh R process and read its console output
+  run <- function(verbose) {
+    script <- tempfile(fileext = ".R")
+    on.exit(unlink(script))
+    writeLines(c(
+      "suppressPackageStartupMessages(library(pybridge))",
+      sprintf("obj <- readRDS('%s')", shared_data("kang_ifnb_processed.rds")),
+      "obj <- subset(obj, cells = colnames(obj)[obj$seurat_annotations %in% c('B', 'CD14 Mono')])",
+      sprintf(paste0("invisible(ScorePerturbation(obj, condition = 'stim', control = 'CTRL', ",
+                     "cell.type = 'seurat_annotations', n_subsamples = 2, n_estimators = 5, verbose = %s))"), verbose)
+    ), script)
+    system2(file.path(R.home("bin"), "Rscript"), script, stdout = TRUE, stderr = TRUE)
+  }
+  loud <- run(TRUE)
+  expect_true(any(grepl("augur: subsample fits: 1/4", loud)), info = paste(loud, collapse = "\n"))
+  expect_true(any(grepl("augur: 2 of 2 cell types scorable", loud)), info = paste(loud, collapse = "\n"))
+  quiet <- run(FALSE)
+  expect_false(any(grepl("augur:", quiet)), info = paste(quiet, collapse = "\n"))
 })
