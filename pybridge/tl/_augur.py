@@ -156,7 +156,8 @@ def augur(
                   span=span, filter_negative_residuals=bool(filter_negative_residuals), n_estimators=n_estimators, max_features=max_features, min_cells=min_cells,
                   random_state=seed, device="cpu", seconds=round(time.perf_counter() - t0, 3))
     adata.uns[key_added] = {"params": clean_uns(params), "table": table}
-    logger.info("augur: %d cell types in %.1f s", table.shape[0], params["seconds"])
+    if is_verbose(verbose):
+        logger.info("augur: %d cell types in %.1f s", table.shape[0], params["seconds"])
     return table
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._core import check_counts, check_obs_level, clean_uns, get_matrix, logger, shared_genes
+from .._core import check_counts, check_obs_level, clean_uns, get_matrix, is_verbose, logger, progress, shared_genes
 from .._device import resolve_device
 from ._perturbation_utils import cell_types, condition_labels, one_perturbed
 
@@ -42,6 +42,7 @@ def insilico_deletion(
     device: str = "auto",
     random_state: int = 0,
     key_added: str = "insilico",
+    verbose: bool | None = None,
 ) -> pd.DataFrame:
     """Delete genes in silico and measure the move of the cells' embedding towards a goal state.
 
@@ -87,6 +88,8 @@ def insilico_deletion(
         Seed of the cell subsample and the random genes.
     key_added
         ``uns[key_added]`` = ``{"params", "table", "goal_shift"}`` (``goal_shift``: genes x groups).
+    verbose
+        Progress over the groups and notes (``None``: ``pybridge.settings.verbosity``).
 
     Returns
     -------
@@ -139,13 +142,14 @@ def insilico_deletion(
     seed = int(random_state)
     table, extra = _insilico(adata, layer, encoder, cond, types, cell_type_key, pert, goal_level, genes,
                              groups=groups, n_random=n_random, max_cells=max_cells, min_cells=int(min_cells),
-                             seed=seed)
+                             seed=seed, verbose=verbose)
     params = dict(method="insilico", condition_key=condition_key, control=control, perturbed=pert,
                   goal=goal_level, cell_type_key=cell_type_key, layer=layer, genes=genes, n_random=n_random,
                   max_cells=max_cells, random_state=seed, device=dev, encoder=encoder.describe(),
                   seconds=round(time.perf_counter() - t0, 3))
     adata.uns[key_added] = {"params": clean_uns(params), "table": table, **extra}
-    logger.info("insilico: %d rows in %.1f s", table.shape[0], params["seconds"])
+    if is_verbose(verbose):
+        logger.info("insilico: %d rows in %.1f s", table.shape[0], params["seconds"])
     return table
 
 
@@ -156,7 +160,7 @@ def _cos_rows(a, b):
 
 
 def _insilico(adata, layer, encoder, cond, types, cell_type_key, pert, goal, genes, *, groups, n_random, max_cells,
-              min_cells, seed):
+              min_cells, seed, verbose=None):
     counts = get_matrix(adata, layer)
     check_counts(counts, name="X" if layer is None else f"layer {layer!r}",
                  hint="in-silico deletion re-encodes raw counts: pass layer= naming the counts layer "
@@ -214,7 +218,7 @@ def _insilico(adata, layer, encoder, cond, types, cell_type_key, pert, goal, gen
 
     rows, wide = [], {}
     tested = [mcol[g] for g in genes]
-    for grp, ip, ig in plan:
+    for grp, ip, ig in progress(plan, desc="insilico: groups", verbose=verbose):
         base = dict(group=grp, n_cells=0, mean_expression=np.nan, cosine_shift=np.nan, cosine_shift_null_mean=np.nan,
                     goal_shift=np.nan, goal_shift_null_mean=np.nan, goal_shift_z=np.nan,
                     goal_distance_change=np.nan, goal_distance_change_null_mean=np.nan, goal_shift_rank=np.nan,

@@ -140,4 +140,5 @@ def score_perturbation(
     return insilico_deletion(adata, condition_key, control, model=model, genes=genes, perturbed=perturbed,
                              goal=goal, cell_type_key=cell_type_key, groups=groups, layer=layer, n_random=n_random,
                              max_cells=max_cells, min_cells=5 if min_cells is None else int(min_cells),
-                             batch_size=batch_size, device=device, random_state=random_state, key_added=key)
+                             batch_size=batch_size, device=device, random_state=random_state, key_added=key,
+                             verbose=verbose)

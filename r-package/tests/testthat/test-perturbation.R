@@ -96,6 +96,7 @@ test_that("mixscape from R: RunMixscape's meta.data, PRTB assay and Tool; Seurat
 })
 
 test_that("insilico from R: the deletion table lands in Misc (scVI encoder from RunSCVI)", {
+  skip_slow()  # trains an scVI encoder
   obj <- readRDS(shared_data("kang_ifnb_processed.rds"))
   obj$sample <- "kang"
   genes <- unique(c(c("ISG15", "IFIT1", "MX1", "IFI6"), head(SeuratObject::VariableFeatures(obj), 300)))
