@@ -27,6 +27,7 @@ import pandas as pd
 from .._core import (check_counts, check_epochs, check_number, check_obs_key, clean_uns, get_matrix,
                      is_verbose, lightning_progress, logger, quiet)
 from .._device import lightning_kwargs, resolve_device
+from ._scanvi import train_scanvi
 from ._scvi_data import (MODEL_INFO_FILE, categorical, check_batches, check_library, counts_source,
                          model_anndata, read_model_info, save_model, select_genes, training_anndata)
 
@@ -281,11 +282,9 @@ def integrate_scvi(
             if "elbo_train" in model.history else np.array([])
         pred = prob = None
         if method == "scanvi":
-            model = scvi.model.SCANVI.from_scvi_model(model, unlabeled_category=unlabeled_category,
-                                                      labels_key=labels_key)
-            skw = dict(tkw, max_epochs=scanvi_max_epochs)
             logger.info("training scANVI with labels %r", labels_key)
-            model.train(**skw)
+            model = train_scanvi(model, labels_key=labels_key, unlabeled_category=unlabeled_category,
+                                 train_kwargs=tkw, max_epochs=scanvi_max_epochs)
             pred, prob = _predictions(model)
         latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
         norm = None

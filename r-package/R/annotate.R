@@ -90,19 +90,15 @@ AnnotateCells <- function(query, reference, reference.labels = NULL, method = c(
     if (file.exists(gene.sets)) gene.sets <- normalizePath(gene.sets)
   }
   if (!is.null(model.dir)) model.dir <- normalizePath(model.dir, mustWork = FALSE)
-  .py_verbosity(verbose)
   qa <- .job_anndata(query, assay = assay, layer = "counts", arg = "query")
-  extra <- list(...)
-  ints <- intersect(names(extra), c("batch_size", "random_state", "n_top_genes", "max_gene_sets", "token_dim",
-                                    "n_heads", "n_layers", "n_latent", "n_hidden", "scanvi_epochs", "max_iter",
-                                    "min_set_size", "max_set_size", "n_unannotated", "top_genes", "n_jobs"))
-  for (k in ints) if (!is.null(extra[[k]])) extra[[k]] <- as.integer(extra[[k]])
-  args <- c(list(qa, ref, labels_key = reference.labels, method = method, gene_sets = gene.sets,
-                 unknown_threshold = as.numeric(unknown.threshold),
-                 max_epochs = if (is.null(max.epochs)) NULL else as.integer(max.epochs),
-                 model_path = model.dir, device = device, key_added = "predicted_celltype"), extra)
-  att <- do.call(.engine("tl")$annotate, args)
-
+  att <- .engine_call(
+    "annotate", query = qa, reference = ref, labels_key = reference.labels, method = method, gene_sets = gene.sets,
+    unknown_threshold = unknown.threshold, max_epochs = max.epochs, model_path = model.dir, device = device,
+    key_added = "predicted_celltype", ..., verbose = verbose, .convert = FALSE,
+    .arg_names = c(labels_key = "reference.labels", model_path = "model.dir", layer = "assay",
+                   reference_layer = "reference.assay", key_added = "key")
+  )
+  if (inherits(att, "python.builtin.NoneType")) att <- NULL
   res <- .py_obs(qa, c("predicted_celltype", "predicted_celltype_probability"))
   res <- res[colnames(query), , drop = FALSE]
   query <- Seurat::AddMetaData(query, metadata = data.frame(

@@ -12,7 +12,10 @@ qry <- subset(pbmc, subset = donor == "5p")
 test_that("AnnotateCells (tosica) adds labels, scores, the pathway assay and a command log entry", {
   dir <- file.path(tempdir(), "pbmc_tosica_r")
   unlink(dir, recursive = TRUE)
-  out <- AnnotateCells(qry, ref, reference.labels = "cell_type", model.dir = dir, device = "cpu", verbose = FALSE)
+  expect_warning(
+    out <- AnnotateCells(qry, ref, reference.labels = "cell_type", model.dir = dir, device = "cpu", verbose = FALSE),
+    "fewer than 10 cells: MK \\(2\\)"
+  )
   expect_s3_class(out$predicted.celltype, "factor")
   expect_true("Unknown" %in% levels(out$predicted.celltype))
   s <- out$predicted.celltype.score
@@ -60,4 +63,16 @@ test_that("AnnotateCells stops with clear messages", {
   few <- subset(qry, features = rownames(qry)[1:40])
   expect_error(AnnotateCells(few, ref, reference.labels = "cell_type", verbose = FALSE),
                "share only 40 genes")
+})
+
+test_that("AnnotateCells errors name R arguments; one-label references stop for every method", {
+  expect_error(AnnotateCells(qry, ref, reference.labels = "cell_type", max.epochs = 0, verbose = FALSE),
+               "max.epochs must be at least 1")
+  expect_error(AnnotateCells(qry, ref, reference.labels = "cell_type", unknown.threshold = 3, verbose = FALSE),
+               "unknown.threshold must be at most 1")
+  one <- subset(ref, subset = cell_type == "B")
+  for (m in c("tosica", "scanvi", "celltypist")) {
+    expect_error(AnnotateCells(qry, one, reference.labels = "cell_type", method = m, verbose = FALSE),
+                 "1 cell type in reference.labels 'cell_type' \\(only 'B'\\).*at least two")
+  }
 })

@@ -1,0 +1,194 @@
+"""Label transfer with pybridge's TOSICA-style gene-set transformer (:func:`annotate_tosica`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._core import check_epochs, logger, quiet, shared_genes
+from ._label_transfer import check_threshold, reference_labels, resolve_reference, write_annotation
+
+# options of pybridge.models.TOSICA(...) and of TOSICA.fit(...) accepted as keyword arguments
+MODEL_OPTIONS = ("min_set_size", "max_set_size", "max_gene_sets", "rank_gene_sets", "max_overlap", "n_unannotated",
+                 "n_learned_tokens", "token_dim", "n_heads", "n_layers", "dropout", "token_dropout", "input_dropout",
+                 "scale", "clip")
+FIT_OPTIONS = ("weight_decay", "class_weight", "label_smoothing", "n_top_genes")
+
+
+def _saved_exists(path: Path) -> bool:
+    return (path / "tosica.json").exists()
+
+
+def annotate_tosica(
+    query,
+    reference=None,
+    *,
+    labels_key: str | None = None,
+    layer: str | None = None,
+    reference_layer: str | None = None,
+    gene_sets=None,
+    unknown_threshold: float = 0.5,
+    max_epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    model_path=None,
+    device: str = "auto",
+    key_added: str = "predicted_celltype",
+    random_state: int = 0,
+    min_shared_genes: int = 100,
+    verbose: bool | None = None,
+    **options,
+):
+    """Transfer cell-type labels with a TOSICA-style transformer over gene-set tokens.
+
+    Method: TOSICA, Chen J. et al. (2023) "Transformer for one stop interpretable cell type
+    annotation", Nat Commun 14:223; pybridge's implementation, :class:`pybridge.models.TOSICA`
+    (differences from the published code are listed there). The model is trained on the
+    reference over the genes it shares with the query, then predicts each query cell's type
+    with a probability and the class token's attention over gene sets (pathways).
+    ``pybridge.tl.annotate(method="tosica")`` calls this function.
+
+    Parameters
+    ----------
+    query
+        AnnData, raw counts in ``X`` (or ``layers[layer]``), cells x genes. Written into.
+    reference
+        AnnData with raw counts and ``obs[labels_key]``, or a directory saved by
+        ``TOSICA.save`` / a previous call with ``model_path``.
+    labels_key
+        Reference ``obs`` column with the cell types (needed to train). Cells with NA labels are
+        left out (the number is logged); types with fewer than 10 cells are named in a warning.
+    layer, reference_layer
+        Layers of query / reference holding counts (``None``: ``X``).
+    gene_sets
+        ``None`` (embedded human GO-BP), a GMT path or ``{name: genes}``. With no usable set,
+        learned tokens are used (warning; ``uns[key_added]['fallback']`` is True).
+    unknown_threshold
+        Cells whose highest class probability is below this get the label ``"Unknown"``.
+    max_epochs, batch_size, learning_rate
+        Training length (``None``: 20 epochs), cells per step (``None``: 256, smaller for small
+        references) and AdamW step size (``None``: 1e-3).
+    model_path
+        If it holds a saved model, that model is loaded and the reference is not trained again;
+        otherwise the trained model is saved there.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    key_added
+        Results: ``obs[key_added]`` (categorical labels incl. ``"Unknown"``),
+        ``obs[key_added + "_probability"]`` (float in [0, 1]),
+        ``obsm[key_added + "_probabilities"]`` (DataFrame cells x classes),
+        ``obsm[key_added + "_attention"]`` (DataFrame cells x gene sets) and ``uns[key_added]``
+        (method, parameters, gene counts, timings).
+    random_state
+        Seed.
+    min_shared_genes
+        Error when query and reference share fewer genes.
+    verbose
+        Log progress (``None``: follow ``pybridge.settings.verbosity``).
+    **options
+        :class:`pybridge.models.TOSICA` options (``max_gene_sets``, ``min_set_size``,
+        ``max_set_size``, ``rank_gene_sets``, ``max_overlap``, ``n_unannotated``,
+        ``n_learned_tokens``, ``token_dim``, ``n_heads``, ``n_layers``, ``dropout``,
+        ``token_dropout``, ``input_dropout``, ``scale``, ``clip``) and ``TOSICA.fit`` options
+        (``n_top_genes``, ``weight_decay``, ``class_weight``, ``label_smoothing``).
+
+    Returns
+    -------
+    AnnData
+        The attention: cells x gene-set tokens, ``X`` float32 (class-token attention, rows sum
+        to <= 1); ``obs`` the predictions; ``var['n_genes']``, ``var['genes']`` (comma-joined).
+
+    Raises
+    ------
+    KeyError
+        ``labels_key`` or a layer missing (the message lists what exists).
+    ValueError
+        Too few shared genes (both counts, symbol vs Ensembl hint); data that are not counts;
+        fewer than two labelled types; no reference and no saved model; a bad number.
+    TypeError
+        Unknown options.
+    """
+    bad = sorted(set(options) - set(MODEL_OPTIONS) - set(FIT_OPTIONS))
+    if bad:
+        raise TypeError(f"annotate_tosica got unknown option(s) {', '.join(bad)}. "
+                        f"Options: {', '.join(sorted(MODEL_OPTIONS + FIT_OPTIONS))}.")
+    threshold = check_threshold(unknown_threshold)
+    max_epochs = check_epochs("max_epochs", max_epochs)
+    t0 = time.perf_counter()
+    saved = resolve_reference(reference, model_path, labels_key=labels_key, saved_exists=_saved_exists,
+                              method="tosica")
+    params = dict(method="tosica", labels_key=labels_key, layer=layer, reference_layer=reference_layer,
+                  unknown_threshold=threshold, max_epochs=max_epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, device=device, random_state=int(random_state),
+                  min_shared_genes=int(min_shared_genes), **options)
+    with quiet(verbose):
+        res = _run(query, reference, saved, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
+                   gene_sets=gene_sets, max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                   model_path=model_path, device=device, random_state=random_state,
+                   min_shared_genes=min_shared_genes, options=options)
+    info = write_annotation(query, res, method="tosica", params=params, key_added=key_added,
+                            unknown_threshold=threshold, t0=t0)
+    att: pd.DataFrame = res["attention"]
+    att.index = query.obs_names
+    query.obsm[key_added + "_attention"] = att
+    model = res["model"]
+    var = pd.DataFrame(index=pd.Index(list(att.columns), name="gene_set"))
+    var["n_genes"] = [len(g) for g in model.token_genes]
+    var["genes"] = [",".join(g) for g in model.token_genes]
+    obs = pd.DataFrame({key_added: query.obs[key_added], key_added + "_probability": query.obs[key_added + "_probability"]},
+                       index=query.obs_names)
+    out = ad.AnnData(X=att.to_numpy(dtype=np.float32), obs=obs, var=var)
+    out.uns[key_added] = info
+    return out
+
+
+def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_sets, max_epochs, batch_size,
+         learning_rate, model_path, device, random_state, min_shared_genes, options):
+    from ..models._tosica import TOSICA
+
+    model_opts = {k: v for k, v in options.items() if k in MODEL_OPTIONS}
+    fit_opts = {k: v for k, v in options.items() if k in FIT_OPTIONS}
+    out: dict = {}
+    if saved is not None:
+        model = TOSICA.load(saved, device=device)
+        if labels_key is not None and model.labels_key not in (None, labels_key):
+            logger.warning("the saved model was trained on labels %r, not %r", model.labels_key, labels_key)
+        out["loaded_from"] = str(saved)
+        n_shared = len(shared_genes(map(str, query.var_names), model.genes,
+                                    min_shared=min(min_shared_genes, len(model.genes)),
+                                    what="query and the saved model"))
+        out["n_reference_genes"] = len(model.genes)
+    else:
+        genes = shared_genes(map(str, query.var_names), list(map(str, reference.var_names)),
+                             min_shared=min_shared_genes)
+        reference_labels(reference, labels_key)  # NA count, small types, >= 2 types: before any work
+        n_shared = len(genes)
+        out["n_reference_genes"] = int(reference.n_vars)
+        model = TOSICA(gene_sets=gene_sets, **model_opts)
+        fit_kw = dict(layer=reference_layer, genes=genes, device=device, random_state=random_state, **fit_opts)
+        if max_epochs is not None:
+            fit_kw["max_epochs"] = int(max_epochs)
+        if batch_size is not None:
+            fit_kw["batch_size"] = int(batch_size)
+        if learning_rate is not None:
+            fit_kw["learning_rate"] = float(learning_rate)
+        model.fit(reference, labels_key, **fit_kw)
+        if model_path is not None:
+            model.save(model_path, overwrite=True)
+            out["model_path"] = str(model_path)
+    t1 = time.perf_counter()
+    pred = model.predict(query, layer=layer, unknown_threshold=0.0)
+    out.update(
+        probabilities=pred.probabilities, attention=pred.attention, model=model, n_shared_genes=n_shared,
+        n_model_genes=len(model.genes), fallback=bool(model.fallback), predict_seconds=time.perf_counter() - t1,
+        gene_sets=dict(source=model.gene_set_source, n_tokens=len(model.token_names),
+                       n_gene_sets=0 if model.fallback else sum(not t.startswith("UNANNOTATED_")
+                                                                for t in model.token_names),
+                       fallback=bool(model.fallback)),
+        train=model.train_info if saved is None else {},
+    )
+    return out
