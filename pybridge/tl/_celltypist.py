@@ -140,7 +140,9 @@ def annotate_celltypist(
         As :func:`pybridge.tl.annotate_tosica`; a path that holds no CellTypist model.
     """
     import anndata as ad
-    import celltypist
+
+    with warnings.catch_warnings():  # celltypist's import sets process-wide "ignore UserWarning" filters
+        import celltypist
 
     threshold = check_threshold(unknown_threshold)
     t0 = time.perf_counter()
