@@ -5,7 +5,8 @@
 - :mod:`._scale`: ``scale`` (``scale_matrix``);
 - :mod:`._pca`: ``pca`` (``pca_matrix``);
 - :mod:`._neighbors`: ``neighbors`` (kNN + Seurat's SNN graph; ``knn_adjacency``, ``snn_from_knn``);
-- :mod:`._recipes`: ``run_chain`` (Seurat's chain through UMAP and clusters, one device round trip);
+- :mod:`._recipes`: ``run_chain`` (Seurat's chain through UMAP and clusters, one device round trip) and
+  ``chain_inputs`` (what a subset of its steps reads from the AnnData);
 - :mod:`._array`: the array plumbing (numpy / cupy), :mod:`._docs`: shared docstring fragments.
 
 The matrix-level functions are the entry points other jobs use without an AnnData. Functions
@@ -20,10 +21,12 @@ _FUNCS = {
     "log_normalize": "._normalization",
     "highly_variable_genes": "._highly_variable_genes",
     "variable_genes": "._highly_variable_genes",
+    "loess_fitted": "._highly_variable_genes",
     "scale": "._scale",
     "pca": "._pca",
     "neighbors": "._neighbors",
     "run_chain": "._recipes",
+    "chain_inputs": "._recipes",
 }
 __all__ = sorted(_FUNCS)
 

@@ -42,9 +42,9 @@ def _check_steps(steps) -> list[str]:
     steps = [str(s) for s in steps]
     bad = [s for s in steps if s not in CHAIN_STEPS]
     if bad:
-        raise ValueError(f"unknown step(s) {bad}; steps are {list(CHAIN_STEPS)}.")
+        raise ValueError(f"unknown step(s): {', '.join(bad)}. Steps are: {', '.join(CHAIN_STEPS)}.")
     if not steps:
-        raise ValueError(f"steps is empty; choose among {list(CHAIN_STEPS)}.")
+        raise ValueError(f"steps is empty; choose among: {', '.join(CHAIN_STEPS)}.")
     return [s for s in CHAIN_STEPS if s in steps]
 
 
@@ -109,8 +109,9 @@ def _check_graph_inputs(adata, steps: list[str], n_pcs, n_comps: int, cluster_on
     if "neighbors" not in steps:
         graph = "snn" if cluster_on == "snn" and "clusters" in steps else "connectivities"
         if "neighbors" not in adata.uns or graph not in adata.obsp:
-            raise ValueError(f"{' and '.join(repr(s) for s in steps if s in _GRAPH_STEPS)} need the neighbour "
-                             f"graph (obsp[{graph!r}]): add 'neighbors' to steps.")
+            todo = [repr(s) for s in steps if s in _GRAPH_STEPS]
+            raise ValueError(f"{' and '.join(todo)} need{'s' if len(todo) == 1 else ''} the neighbour graph "
+                             f"(obsp[{graph!r}]): add 'neighbors' to steps.")
         return None
     n_pcs = check_number("n_pcs", n_pcs, integer=True, minimum=1, allow_none=True)
     if "pca" in steps:

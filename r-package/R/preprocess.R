@@ -1,7 +1,9 @@
 # RunPreprocess: Seurat's standard chain computed by the pybridge engine (GPU when present),
-# stored where Seurat's own functions store it.
+# stored where Seurat's own functions store it. The engine (pybridge.pp.run_chain) decides the
+# steps, checks the arguments and reports what it ran; this file converts and stores.
 
-.preprocess_steps <- c("normalize", "hvg", "scale", "pca", "neighbors", "umap", "clusters")
+# Python argument names -> RunPreprocess's, for the engine's messages.
+.preprocess_r_names <- c(n_top_genes = "nfeatures", n_comps = "npcs", n_pcs = "max(dims)", random_state = "seed")
 
 # A Python object attribute without reticulate's automatic conversion.
 .py_attr <- function(x, name) reticulate::py_get_attr(x, name, silent = FALSE)
@@ -30,6 +32,16 @@
   SeuratObject::SetAssayData(object, slot = layer, new.data = value, assay = assay)
 }
 
+# Seurat::RunUMAP; when not verbose, without Seurat's once-per-session notice that its default
+# method changed to uwot (the notice stays for the next verbose call).
+.run_seurat_umap <- function(object, ..., verbose = TRUE) {
+  if (!isTRUE(verbose)) {
+    old <- options(Seurat.warn.umap.uwot = FALSE)
+    on.exit(options(old), add = TRUE)
+  }
+  Seurat::RunUMAP(object, ..., verbose = isTRUE(verbose))
+}
+
 #' Seurat's standard preprocessing chain, on the GPU when there is one
 #'
 #' Runs the equivalent of `NormalizeData()` -> `FindVariableFeatures(selection.method = "vst")`
@@ -51,16 +63,18 @@
 #'
 #' @param object A Seurat object with raw counts in the `counts` layer of `assay`.
 #' @param assay Assay to use (default: `DefaultAssay(object)`).
-#' @param nfeatures Number of variable features (`FindVariableFeatures(nfeatures = )`).
+#' @param nfeatures Number of variable features (`FindVariableFeatures(nfeatures = )`); more than
+#'   there are features takes all of them, with a note (as `FindVariableFeatures()`).
 #' @param npcs Number of principal components (`RunPCA(npcs = )`).
 #' @param dims PCs used for the graph and UMAP, `1:k` (`FindNeighbors(dims = )`, `RunUMAP(dims = )`).
 #' @param resolution Clustering resolution (`FindClusters(resolution = )`).
 #' @param steps Which steps to run, a subset of `c("normalize", "hvg", "scale", "pca",
 #'   "neighbors", "umap", "clusters")`. Steps left out are read from the object: the `data`
-#'   layer, `VariableFeatures()`, `scale.data`, the `pca` reduction.
+#'   layer, `VariableFeatures()` (all features when there are none), `scale.data`, the `pca`
+#'   reduction; `"umap"` and `"clusters"` need `"neighbors"`.
 #' @param device `"auto"` (GPU when cupy sees one, else CPU), `"cpu"` or `"cuda"`.
 #' @param seed Random seed (PCA start, UMAP, clustering).
-#' @param verbose Print progress (per-step timings).
+#' @param verbose Print the engine's progress (one line per step with its seconds) and notes.
 #' @param ... Further arguments of the engine's `pybridge.pp.run_chain()`, e.g.
 #'   `batch_key = "sample"` (variable genes per batch, as `SelectIntegrationFeatures()`),
 #'   `n_neighbors = 30`, `min_dist = 0.5`, `cluster_on = "connectivities"`.
@@ -83,64 +97,47 @@ RunPreprocess <- function(object, assay = NULL, nfeatures = 2000, npcs = 50, dim
                           steps = c("normalize", "hvg", "scale", "pca", "neighbors", "umap", "clusters"),
                           device = "auto", seed = 42, verbose = TRUE, ...) {
   assay <- .check_seurat(object, assay)
-  bad <- setdiff(steps, .preprocess_steps)
-  if (length(bad) || !length(steps)) {
-    stop("unknown step(s): ", paste(bad, collapse = ", "), ". Steps are: ",
-         paste(.preprocess_steps, collapse = ", "), ".", call. = FALSE)
-  }
-  steps <- .preprocess_steps[.preprocess_steps %in% steps]
-  dims <- as.integer(dims)
-  if (!length(dims) || !identical(dims, seq_len(max(dims)))) {
+  dims <- suppressWarnings(as.integer(dims))
+  if (!length(dims) || anyNA(dims) || !identical(dims, seq_len(max(dims)))) {
     stop("dims must be 1:k (the first k principal components), e.g. dims = 1:30.", call. = FALSE)
   }
-  graph_steps <- any(c("neighbors", "umap", "clusters") %in% steps)
-  if (graph_steps && "pca" %in% steps && max(dims) > npcs) {
-    stop("dims (1:", max(dims), ") exceeds npcs (", npcs, ").", call. = FALSE)
+  call <- sys.call()
+  extra <- names(list(...))  # engine arguments passed through `...` keep their (Python) names in messages
+  r_names <- c(.preprocess_r_names, stats::setNames(extra, extra))
+  engine <- function(fun, ...) {
+    .engine_call(fun, ..., .module = "pp", verbose = verbose, .arg_names = r_names, .call = call)
   }
-  pp <- .engine("pp")
-  .py_verbosity(verbose)
-  need_counts <- any(c("normalize", "hvg") %in% steps)
-  adata <- .job_anndata(object, assay = assay, layer = if (need_counts) "counts" else "data")
+  # what the steps read from the object (the steps left out), as the engine defines it
+  need <- engine("chain_inputs", steps = steps)
+  adata <- .job_anndata(object, assay = assay, layer = if (isTRUE(need$counts)) "counts" else "data")
   cells <- colnames(object)
   genes <- .py_names(.py_attr(adata, "var_names"))
+  hvf <- SeuratObject::VariableFeatures(object, assay = assay)
   data_layer <- NULL
-  if (!"normalize" %in% steps && "scale" %in% steps && need_counts) {
+  if (isTRUE(need$data) && isTRUE(need$counts)) {
     data_ad <- .job_anndata(object, assay = assay, layer = "data")
     reticulate::py_set_item(.py_attr(adata, "layers"), "data", .py_attr(data_ad, "X"))
     data_layer <- "data"
   }
-  if (!"hvg" %in% steps && any(c("scale", "pca") %in% steps)) {
-    hvf <- SeuratObject::VariableFeatures(object, assay = assay)
-    if (!length(hvf)) {
-      stop("no variable features in assay '", assay, "': add \"hvg\" to steps or run FindVariableFeatures().",
-           call. = FALSE)
-    }
+  if (isTRUE(need$highly_variable) && length(hvf)) {
     reticulate::py_set_item(.py_attr(adata, "var"), "highly_variable", reticulate::r_to_py(genes %in% hvf))
   }
-  if (!"scale" %in% steps && "pca" %in% steps) {
+  if (isTRUE(need$scaled)) {
     sd <- .get_layer(object, assay, "scale.data")
-    hvf <- genes[genes %in% SeuratObject::VariableFeatures(object, assay = assay)]
-    if (is.null(sd) || !all(hvf %in% rownames(sd))) {
-      stop("\"pca\" without \"scale\" needs scale.data for all variable features: add \"scale\" to steps ",
-           "or run ScaleData().", call. = FALSE)
+    use <- if (length(hvf)) genes[genes %in% hvf] else genes
+    if (!is.null(sd) && all(use %in% rownames(sd))) {
+      reticulate::py_set_item(.py_attr(adata, "obsm"), "X_scaled", t(as.matrix(sd[use, cells, drop = FALSE])))
     }
-    reticulate::py_set_item(.py_attr(adata, "obsm"), "X_scaled", t(as.matrix(sd[hvf, cells, drop = FALSE])))
   }
-  if (!"pca" %in% steps && graph_steps) {
-    if (!"pca" %in% SeuratObject::Reductions(object)) {
-      stop("the graph steps need a 'pca' reduction: add \"pca\" to steps or run RunPCA(). Reductions: ",
-           paste(SeuratObject::Reductions(object), collapse = ", "), call. = FALSE)
-    }
-    emb <- SeuratObject::Embeddings(object, "pca")[cells, , drop = FALSE]
-    if (ncol(emb) < max(dims)) stop("the 'pca' reduction has ", ncol(emb), " PCs; dims needs ", max(dims), call. = FALSE)
-    reticulate::py_set_item(.py_attr(adata, "obsm"), "X_pca", emb)
+  if (isTRUE(need$pca) && "pca" %in% SeuratObject::Reductions(object)) {
+    reticulate::py_set_item(.py_attr(adata, "obsm"), "X_pca", SeuratObject::Embeddings(object, "pca")[cells, , drop = FALSE])
   }
+  engine("run_chain", adata = adata, steps = unlist(need$steps), data_layer = data_layer, target_sum = 1e4,
+         n_top_genes = nfeatures, n_comps = npcs, n_pcs = max(dims), resolution = resolution,
+         random_state = seed, device = device, ...)
 
-  pp$run_chain(adata, steps = as.list(steps), data_layer = data_layer, target_sum = 1e4,
-               n_top_genes = as.integer(nfeatures), n_comps = as.integer(npcs),
-               n_pcs = as.integer(max(dims)), resolution = resolution,
-               random_state = as.integer(seed), device = device, ...)
-
+  report <- reticulate::py_to_r(.py_key(.py_attr(adata, "uns"), "preprocess"))
+  steps <- unlist(report$steps)  # what the engine ran
   if ("normalize" %in% steps) {
     data <- .py_to_r_matrix(.py_attr(adata, "X"), transpose = TRUE, rownames = genes, colnames = cells)
     object <- .set_layer(object, assay, "data", data)
@@ -199,14 +196,8 @@ RunPreprocess <- function(object, assay = NULL, nfeatures = 2000, npcs = 50, dim
     object[["seurat_clusters"]] <- cl
     SeuratObject::Idents(object) <- "seurat_clusters"
   }
-  info <- reticulate::py_to_r(.py_key(.py_attr(adata, "uns"), "preprocess"))
-  seconds <- unlist(info$seconds)
-  object@misc[["pybridge_preprocess"]] <- list(device = info$device, steps = unlist(info$steps),
-                                               seconds = seconds)
-  if (isTRUE(verbose)) {
-    shown <- seconds[setdiff(names(seconds), c("to_device", "to_host"))]
-    message("RunPreprocess on ", info$device, ": ", paste0(names(shown), " ", sprintf("%.1fs", shown), collapse = ", "))
-  }
+  object@misc[["pybridge_preprocess"]] <- list(device = report$device, steps = steps,
+                                               seconds = unlist(report$seconds))
   object <- Seurat::LogSeuratCommand(object = object)
   object
 }

@@ -122,7 +122,7 @@ RunSCVI <- function(object, batch, assay = NULL, features = NULL, nfeatures = 20
     object <- SeuratObject::AddMetaData(object, .py_obs(adata, cols)[colnames(object), , drop = FALSE])
   }
   if (isTRUE(run.umap)) {
-    object <- Seurat::RunUMAP(object, reduction = reduction.name, dims = seq_len(ncol(emb)),
+    object <- .run_seurat_umap(object, reduction = reduction.name, dims = seq_len(ncol(emb)),
                               reduction.name = umap.name, reduction.key = .umap_key(umap.name),
                               seed.use = seed, verbose = isTRUE(verbose))
   }
@@ -208,7 +208,7 @@ MapQuerySCVI <- function(query, model.dir, assay = NULL, batch = NULL, labels = 
     }
   }
   if (isTRUE(run.umap)) {
-    query <- Seurat::RunUMAP(query, reduction = reduction.name, dims = seq_len(ncol(emb)),
+    query <- .run_seurat_umap(query, reduction = reduction.name, dims = seq_len(ncol(emb)),
                              reduction.name = umap.name, reduction.key = .umap_key(umap.name),
                              seed.use = seed, verbose = isTRUE(verbose))
   }

@@ -29,11 +29,13 @@ ari <- function(a, b) {
   (index - expected) / ((c2(rowSums(tab)) + c2(colSums(tab))) / 2 - expected)
 }
 
-# One run of each chain per data set, shared by the tests below.
+# One run of each chain per data set, shared by the tests below. The fast tier (make test-fast)
+# compares on pbmc_3tech (1,200 cells x 1,767 genes, a few seconds); the full suite on Kang too.
 cases <- list(
-  kang = list(file = "kang_ifnb_processed.rds", nfeatures = 2000, ari_floor = 0.9),
-  pbmc3 = list(file = "pbmc_3tech.rds", nfeatures = 500, ari_floor = 0.9)
+  pbmc3 = list(file = "pbmc_3tech.rds", nfeatures = 500, ari_floor = 0.9),
+  kang = list(file = "kang_ifnb_processed.rds", nfeatures = 2000, ari_floor = 0.9)
 )
+if (nzchar(Sys.getenv("PYBRIDGE_TEST_FAST", unset = ""))) cases$kang <- NULL
 for (nm in names(cases)) {
   obj <- raw_object(cases[[nm]]$file)
   cases[[nm]]$input <- obj
@@ -131,12 +133,12 @@ test_that("clusters agree with Seurat's pipeline (ARI above a measured floor)", 
 })
 
 test_that("downstream Seurat functions work on the result, and the command is logged", {
-  ours <- cases$kang$ours
-  expect_identical(dim(Embeddings(ours, "umap")), c(2000L, 2L))
+  ours <- cases$pbmc3$ours
+  expect_identical(dim(Embeddings(ours, "umap")), c(1200L, 2L))
   expect_true(all(is.finite(Embeddings(ours, "umap"))))
   p <- DimPlot(ours, reduction = "umap")
   expect_s3_class(p, "ggplot")
-  expect_s3_class(FeaturePlot(ours, "ISG15"), "ggplot")
+  expect_s3_class(FeaturePlot(ours, VariableFeatures(ours)[1]), "ggplot")
   m <- FindMarkers(ours, ident.1 = "0", max.cells.per.ident = 200, logfc.threshold = 0.5, verbose = FALSE)
   expect_gt(nrow(m), 10)
   expect_true(all(m$p_val_adj[1:5] < 1e-5))
@@ -145,13 +147,14 @@ test_that("downstream Seurat functions work on the result, and the command is lo
   expect_s4_class(suppressWarnings(RunUMAP(ours, dims = 1:10, verbose = FALSE, n.epochs = 20)), "Seurat")
   # logged as Seurat logs its own commands (name.assay)
   expect_true("RunPreprocess.RNA" %in% names(ours@commands))
-  expect_identical(ours@commands[["RunPreprocess.RNA"]]$nfeatures, 2000)
+  expect_identical(ours@commands[["RunPreprocess.RNA"]]$nfeatures, 500)
   info <- Misc(ours, "pybridge_preprocess")
   expect_identical(info$device, "cpu")
+  expect_identical(info$steps, c("normalize", "hvg", "scale", "pca", "neighbors", "umap", "clusters"))
   expect_true(all(c("normalize", "pca", "clusters") %in% names(info$seconds)))
 })
 
-test_that("steps left out are read from the object; bad arguments give clear errors", {
+test_that("steps left out are read from the object", {
   ours <- cases$pbmc3$ours
   again <- RunPreprocess(ours, steps = c("neighbors", "clusters"), resolution = 0.4, dims = 1:20, verbose = FALSE)
   expect_identical(Embeddings(again, "pca"), Embeddings(ours, "pca"))
@@ -159,10 +162,56 @@ test_that("steps left out are read from the object; bad arguments give clear err
   expect_lte(nlevels(again$seurat_clusters), nlevels(ours$seurat_clusters))
   pca_only <- RunPreprocess(ours, steps = "pca", npcs = 10, verbose = FALSE)
   expect_gt(min(abs(diag(cor(Embeddings(pca_only, "pca"), Embeddings(ours, "pca")[, 1:10])))), 0.9999)
-  expect_error(RunPreprocess(ours, steps = "normalise"), "unknown step.*normalize")
+  # scale + pca from the data layer and VariableFeatures(); without any VariableFeatures, all features
+  sp <- RunPreprocess(ours, steps = c("scale", "pca"), npcs = 10, verbose = FALSE)
+  expect_lt(max(abs(GetAssayData(sp, slot = "scale.data") - GetAssayData(ours, slot = "scale.data"))), 1e-5)
+  none <- ours[VariableFeatures(ours)[1:50], ]
+  VariableFeatures(none) <- character(0)
+  out <- reticulate::py_capture_output(none <- RunPreprocess(none, steps = "scale", verbose = TRUE))
+  expect_identical(dim(GetAssayData(none, slot = "scale.data")), c(50L, 1200L))
+  expect_match(out, "using all genes")
+  expect_match(out, "preprocess 1/1: scale done in")
+})
+
+test_that("nfeatures above the number of features takes them all, with a note; verbose = FALSE is quiet", {
+  small <- cases$pbmc3$input[1:300, ]
+  out <- reticulate::py_capture_output(
+    res <- RunPreprocess(small, nfeatures = 2000, npcs = 10, steps = c("normalize", "hvg", "scale", "pca"))
+  )
+  expect_length(VariableFeatures(res), 300L)
+  expect_identical(sum(res[["RNA"]][[]]$vst.variable), 300L)
+  expect_identical(dim(Embeddings(res, "pca")), c(1200L, 10L))
+  expect_match(out, "is more than the 300 genes there are: using all 300")
+  expect_match(out, "preprocess 4/4: pca done in")
+  quiet <- reticulate::py_capture_output(
+    expect_silent(RunPreprocess(small, nfeatures = 2000, npcs = 10, steps = c("normalize", "hvg"), verbose = FALSE))
+  )
+  expect_identical(quiet, "")
+})
+
+test_that("verbose = FALSE silences Seurat's once-per-session UMAP notice (RunSCVI, MapQuerySCVI)", {
+  ours <- cases$pbmc3$ours[, 1:200]
+  old <- options(Seurat.warn.umap.uwot = TRUE)
+  on.exit(options(old))
+  expect_silent(pybridge:::.run_seurat_umap(ours, dims = 1:5, n.epochs = 10, verbose = FALSE))
+  expect_true(getOption("Seurat.warn.umap.uwot"))  # still shown once by the next verbose call
+  # what it silences: Seurat's own RunUMAP warns even with verbose = FALSE
+  expect_warning(RunUMAP(ours, dims = 1:5, n.epochs = 10, verbose = FALSE), "default method for RunUMAP has changed")
+})
+
+test_that("bad arguments give clear errors in R's names, before any work", {
+  ours <- cases$pbmc3$ours
+  expect_error(RunPreprocess(ours, steps = "normalise"), "unknown step\\(s\\): normalise. Steps are: normalize")
   expect_error(RunPreprocess(ours, dims = c(1, 3, 5)), "dims must be 1:k")
-  expect_error(RunPreprocess(ours, dims = 1:60), "exceeds npcs")
+  expect_error(RunPreprocess(ours, dims = 1:60, verbose = FALSE), "max\\(dims\\) \\(60\\) exceeds npcs \\(50\\)")
+  expect_error(RunPreprocess(ours, nfeatures = 0, verbose = FALSE), "nfeatures must be at least 1")
+  expect_error(RunPreprocess(ours, npcs = 5000, verbose = FALSE), "npcs=5000 must be between 1 and")
   expect_error(RunPreprocess(ours, assay = "ADT"), "Assays that exist: RNA")
-  expect_error(RunPreprocess(cases$pbmc3$input, steps = "neighbors", verbose = FALSE), "need a 'pca' reduction")
+  expect_error(RunPreprocess(cases$pbmc3$input, steps = "neighbors", verbose = FALSE), "'pca' reduction")
+  expect_error(RunPreprocess(ours, steps = "umap", verbose = FALSE), "'umap' needs the neighbour graph")
+  expect_error(RunPreprocess(ours, steps = "neighbors", dims = 1:60, verbose = FALSE),
+               "max\\(dims\\) \\(60\\) exceeds the 50 PCs")
   expect_error(RunPreprocess(ours, device = "cuda", verbose = FALSE), "no CUDA device")
+  err <- tryCatch(RunPreprocess(ours, device = "cuda", verbose = FALSE), error = identity)
+  expect_false(grepl("RuntimeError|Traceback", conditionMessage(err)))
 })
