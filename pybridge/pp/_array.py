@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from .._core import get_matrix
 from .._device import get_array_module, get_sparse_module, resolve_device, to_host
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -65,6 +66,18 @@ def to_device(x, xp: ModuleType, sps: ModuleType, dtype=None):
 def host(x):
     """Device -> host (dense or sparse); host arrays pass through."""
     return to_host(x)
+
+
+def prepare(adata, layer: str | None, device: str, copy: bool):
+    """The prologue of the AnnData step functions: ``(adata or its copy, matrix on the device, xp, sps)``.
+
+    The device is resolved (clear errors) before the copy; ``layer`` is looked up with
+    :func:`pybridge._core.get_matrix` (a KeyError listing the layers).
+    """
+    xp, sps, _ = modules(device)
+    if copy:
+        adata = adata.copy()
+    return adata, to_device(get_matrix(adata, layer), xp, sps), xp, sps
 
 
 def set_matrix(adata, layer: str | None, value) -> None:

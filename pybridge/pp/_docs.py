@@ -35,6 +35,11 @@ ValueError
 RuntimeError
     ``device="cuda"`` without a CUDA device visible to cupy."""
 
+doc_layer_raises = """\
+KeyError
+    ``layer`` does not exist (the message lists the layers).
+""" + doc_device_raises
+
 doc_batch_key = """\
 batch_key
     Column of ``obs`` with batches (e.g. samples): variable genes are chosen per batch and

@@ -47,6 +47,13 @@ def graph_backend(device: str) -> tuple[ModuleType, str]:
     return sc, "scanpy"
 
 
+def check_key(mapping, key: str | None, what: str, hint: str) -> None:
+    """KeyError ``"<what>. Keys that exist: ... <hint>"`` when ``key`` (not None) is not in ``mapping``."""
+    if key is not None and key not in mapping:
+        have = ", ".join(map(str, mapping.keys())) or "(none)"
+        raise KeyError(f"{what}. Keys that exist: {have}. {hint}")
+
+
 _CSR_NNDESCENT = None
 
 
@@ -199,9 +206,7 @@ def neighbors(adata, *, n_neighbors: int = 15, n_pcs: int | None = None, use_rep
     mod, name = graph_backend(device)
     if copy:
         adata = adata.copy()
-    if use_rep is not None and use_rep not in adata.obsm:
-        have = ", ".join(adata.obsm.keys()) or "(none)"
-        raise KeyError(f"use_rep {use_rep!r} is not in obsm. Keys that exist: {have}. Run pybridge.pp.pca first.")
+    check_key(adata.obsm, use_rep, f"use_rep {use_rep!r} is not in obsm", "Run pybridge.pp.pca first.")
     kw = {}
     if name == "scanpy" and _scanpy_uses_nndescent(adata.n_obs, metric):
         kw["transformer"] = _nndescent_transformer(adata.n_obs, int(n_neighbors), metric, random_state)

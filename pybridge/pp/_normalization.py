@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import get_matrix
-from ._array import Device, host, is_sparse, modules, row_ids, row_sums, set_matrix, to_device
-from ._docs import doc_copy, doc_device, doc_device_raises, doc_layer, doc_matrix, doc_params
+from ._array import Device, host, is_sparse, modules, prepare, row_ids, row_sums, set_matrix, to_device
+from ._docs import doc_copy, doc_device, doc_device_raises, doc_layer, doc_layer_raises, doc_matrix, doc_params
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,7 +58,7 @@ def _x_log_normalize(x, xp, sps, target_sum: float | None):
 # ----------------------------------------------------------------------------------------------
 # public functions
 # ----------------------------------------------------------------------------------------------
-@doc_params(doc_layer=doc_layer, doc_copy=doc_copy, doc_device=doc_device, doc_device_raises=doc_device_raises)
+@doc_params(doc_layer=doc_layer, doc_copy=doc_copy, doc_device=doc_device, doc_layer_raises=doc_layer_raises)
 def normalize_total(adata, *, target_sum: float | None = None, key_added: str | None = None,
                     layer: str | None = None, inplace: bool = True, copy: bool = False,
                     device: Device = "auto"):
@@ -93,14 +92,9 @@ def normalize_total(adata, *, target_sum: float | None = None, key_added: str | 
 
     Raises
     ------
-    KeyError
-        ``layer`` does not exist (the message lists the layers).
-    {doc_device_raises}
+    {doc_layer_raises}
     """
-    xp, sps, _ = modules(device)
-    if copy:
-        adata = adata.copy()
-    x = to_device(get_matrix(adata, layer), xp, sps)
+    adata, x, xp, sps = prepare(adata, layer, device, copy)
     out, counts, _ = _x_normalize_total(x, xp, sps, target_sum)
     out, counts = host(out), host(counts)
     if not inplace:
@@ -111,7 +105,7 @@ def normalize_total(adata, *, target_sum: float | None = None, key_added: str | 
     return adata if copy else None
 
 
-@doc_params(doc_layer=doc_layer, doc_copy=doc_copy, doc_device=doc_device, doc_device_raises=doc_device_raises)
+@doc_params(doc_layer=doc_layer, doc_copy=doc_copy, doc_device=doc_device, doc_layer_raises=doc_layer_raises)
 def log1p(adata, *, base: float | None = None, layer: str | None = None, copy: bool = False,
           device: Device = "auto"):
     """Natural logarithm of one plus the values (``log(1 + x)``), as :func:`scanpy.pp.log1p`.
@@ -132,14 +126,9 @@ def log1p(adata, *, base: float | None = None, layer: str | None = None, copy: b
 
     Raises
     ------
-    KeyError
-        ``layer`` does not exist (the message lists the layers).
-    {doc_device_raises}
+    {doc_layer_raises}
     """
-    xp, sps, _ = modules(device)
-    if copy:
-        adata = adata.copy()
-    x = to_device(get_matrix(adata, layer), xp, sps)
+    adata, x, xp, sps = prepare(adata, layer, device, copy)
     set_matrix(adata, layer, host(_x_log1p(x, xp, sps, base)))
     adata.uns["log1p"] = {"base": base}
     return adata if copy else None

@@ -6,9 +6,8 @@ Seurat's ``ScaleData`` (``scale.max = 10``) and scanpy's ``scale``: unbiased sta
 
 from __future__ import annotations
 
-from .._core import get_matrix
-from ._array import Device, host, is_sparse, mean_var, modules, set_matrix, to_device
-from ._docs import doc_copy, doc_device, doc_device_raises, doc_layer, doc_matrix, doc_params
+from ._array import Device, host, is_sparse, mean_var, modules, prepare, set_matrix, to_device
+from ._docs import doc_copy, doc_device, doc_device_raises, doc_layer, doc_layer_raises, doc_matrix, doc_params
 
 
 def _x_scale(x, xp, sps, *, zero_center: bool, max_value: float | None):
@@ -40,7 +39,7 @@ def _x_scale(x, xp, sps, *, zero_center: bool, max_value: float | None):
     return out, mean, std
 
 
-@doc_params(doc_layer=doc_layer, doc_copy=doc_copy, doc_device=doc_device, doc_device_raises=doc_device_raises)
+@doc_params(doc_layer=doc_layer, doc_copy=doc_copy, doc_device=doc_device, doc_layer_raises=doc_layer_raises)
 def scale(adata, *, zero_center: bool = True, max_value: float | None = None, layer: str | None = None,
           copy: bool = False, device: Device = "auto"):
     """Scale every gene to unit variance and (by default) zero mean, as :func:`scanpy.pp.scale`.
@@ -69,14 +68,9 @@ def scale(adata, *, zero_center: bool = True, max_value: float | None = None, la
 
     Raises
     ------
-    KeyError
-        ``layer`` does not exist (the message lists the layers).
-    {doc_device_raises}
+    {doc_layer_raises}
     """
-    xp, sps, _ = modules(device)
-    if copy:
-        adata = adata.copy()
-    x = to_device(get_matrix(adata, layer), xp, sps)
+    adata, x, xp, sps = prepare(adata, layer, device, copy)
     out, mean, std = _x_scale(x, xp, sps, zero_center=zero_center, max_value=max_value)
     set_matrix(adata, layer, host(out))
     adata.var["mean"] = host(mean)

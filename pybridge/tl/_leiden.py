@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from .._core import logger
 from ..pp._array import Device
-from ..pp._neighbors import graph_backend, run_leiden
+from ..pp._docs import doc_copy, doc_device, doc_device_raises, doc_params
+from ..pp._neighbors import check_key, graph_backend, run_leiden
 
 
+@doc_params(doc_copy=doc_copy, doc_device=doc_device, doc_device_raises=doc_device_raises)
 def leiden(adata, *, resolution: float = 1.0, key_added: str = "leiden", obsp: str | None = None,
            neighbors_key: str | None = None, use_weights: bool = True, n_iterations: int = -1,
            random_state: int = 0, copy: bool = False, device: Device = "auto"):
@@ -39,10 +41,8 @@ def leiden(adata, *, resolution: float = 1.0, key_added: str = "leiden", obsp: s
         Leiden iterations on the CPU (negative: until no improvement).
     random_state
         Seed.
-    copy
-        Return a copy instead of changing ``adata``.
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {doc_copy}
+    {doc_device}
 
     Returns
     -------
@@ -52,14 +52,13 @@ def leiden(adata, *, resolution: float = 1.0, key_added: str = "leiden", obsp: s
     ------
     KeyError
         ``obsp`` not in ``adata.obsp`` (the message lists the keys).
+    {doc_device_raises}
     """
     mod, name = graph_backend(device)
     if copy:
         adata = adata.copy()
-    if obsp is not None and obsp not in adata.obsp:
-        have = ", ".join(adata.obsp.keys()) or "(none)"
-        raise KeyError(f"obsp {obsp!r} is not in adata.obsp. Keys that exist: {have}. "
-                       "Run pybridge.pp.neighbors (snn=True for 'snn') first.")
+    check_key(adata.obsp, obsp, f"obsp {obsp!r} is not in adata.obsp",
+              "Run pybridge.pp.neighbors (snn=True for 'snn') first.")
     run_leiden(adata, mod, name, resolution=resolution, key_added=key_added, obsp=obsp,
                neighbors_key=neighbors_key, use_weights=use_weights, n_iterations=n_iterations,
                random_state=random_state)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from .._core import logger
 from ..pp._array import Device
+from ..pp._docs import doc_copy, doc_device, doc_device_raises, doc_params
 from ..pp._neighbors import graph_backend, run_umap
 
 
+@doc_params(doc_copy=doc_copy, doc_device=doc_device, doc_device_raises=doc_device_raises)
 def umap(adata, *, min_dist: float = 0.5, spread: float = 1.0, n_components: int = 2,
          maxiter: int | None = None, init_pos: str = "spectral", random_state: int = 0,
          neighbors_key: str | None = None, key_added: str | None = None, copy: bool = False,
@@ -31,10 +33,8 @@ def umap(adata, *, min_dist: float = 0.5, spread: float = 1.0, n_components: int
         ``uns`` key of the graph (default ``"neighbors"``).
     key_added
         ``obsm`` key (default ``"X_umap"``).
-    copy
-        Return a copy instead of changing ``adata``.
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    {doc_copy}
+    {doc_device}
 
     Returns
     -------
@@ -44,6 +44,7 @@ def umap(adata, *, min_dist: float = 0.5, spread: float = 1.0, n_components: int
     ------
     KeyError
         No neighbour graph (the message says to run :func:`pybridge.pp.neighbors`).
+    {doc_device_raises}
     """
     mod, name = graph_backend(device)
     if copy:

@@ -52,6 +52,15 @@ def pbmc3_counts():
     return load("pbmc_3tech")
 
 
+@pytest.fixture(scope="session")
+def pbmc3_logged(pbmc3_counts):
+    """pbmc_3tech log-normalised in X (normalize_total 1e4 + log1p), counts not kept."""
+    a = pbmc3_counts.copy()
+    pp.normalize_total(a, target_sum=1e4, device="cpu")
+    pp.log1p(a, device="cpu")
+    return a
+
+
 _CHAINS = {}
 
 
