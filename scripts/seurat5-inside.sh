@@ -25,13 +25,15 @@ case "$STEP" in
     ;;
   rtests)
     Rscript -e 'cat(R.version.string, "| Seurat", format(packageVersion("Seurat")), "| SeuratObject", format(packageVersion("SeuratObject")), "| reticulate", format(packageVersion("reticulate")), "\n")'
-    FILTER=${1:-} Rscript -e 'options(testthat.progress.max_fails = Inf); f <- Sys.getenv("FILTER"); res <- testthat::test_dir("r-package/tests/testthat", filter = if (nzchar(f)) f else NULL, package = "pybridge", load_package = "installed", reporter = testthat::SummaryReporter$new(show_praise = FALSE), stop_on_failure = FALSE); df <- as.data.frame(res); nf <- sum(df$failed) + sum(df$error); cat(sprintf("R (Seurat 5 tier): %d passed, %d failed, %d skipped\n", sum(df$nb) - sum(df$failed) - sum(df$skipped), nf, sum(df$skipped))); quit(status = as.integer(nf > 0))'
+    FILTER=${1:-} Rscript -e 'options(testthat.progress.max_fails = Inf, testthat.summary.max_reports = 1000L); f <- Sys.getenv("FILTER"); res <- testthat::test_dir("r-package/tests/testthat", filter = if (nzchar(f)) f else NULL, package = "pybridge", load_package = "installed", reporter = testthat::SummaryReporter$new(show_praise = FALSE), stop_on_failure = FALSE); df <- as.data.frame(res); nf <- sum(df$failed) + sum(df$error); cat(sprintf("R (Seurat 5 tier): %d passed, %d failed, %d skipped\n", sum(df$nb) - sum(df$failed) - sum(df$skipped), nf, sum(df$skipped))); quit(status = as.integer(nf > 0))'
     ;;
   pytest)
     ARGS=()
     if [ -n "${PYBRIDGE_TEST_FAST:-}" ]; then ARGS=(-m "not slow"); fi
     "$PYBRIDGE_PYTHON" -c 'import importlib.metadata as md, numpy; print("Python tests (Seurat 5 tier): numpy", numpy.__version__, "rpy2", md.version("rpy2"))'
-    "$PYBRIDGE_PYTHON" -m pytest -q -p no:cacheprovider -rs "${ARGS[@]}" "$@" tests
+    paths=(tests)  # test paths given: only those
+    for a in "$@"; do case "$a" in tests|tests/*) paths=() ;; esac; done
+    "$PYBRIDGE_PYTHON" -m pytest -q -p no:cacheprovider -rs "${ARGS[@]}" "$@" "${paths[@]}"
     ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac

@@ -6,7 +6,7 @@ R splits a Seurat object into parts (:mod:`pybridge.io._parts`) and calls
 Seurat object from what it gets. The rules:
 
 =====================  ==================================================================
-Seurat (v4 Assay)      AnnData
+Seurat (v4/v5 assay)   AnnData
 =====================  ==================================================================
 chosen layer (counts)  ``X`` (cells x genes CSR; the dgCMatrix arrays themselves, no copy)
 other layers           ``layers['counts' | 'data' | 'scale.data']``; scale.data is dense and
@@ -24,6 +24,11 @@ misc                   ``uns`` (representable entries; data.frames become DataFr
 other assays           counts in ``obsm[<assay>]`` (DataFrame, features as columns);
                        ``as.AnnData(object, assay = "<assay>")`` gives the whole assay
 Idents                 ``uns['pybridge']['idents']``
+v5 split layers        joined into one matrix (cells in the object's order); each cell's
+(``counts.A`` ...)     layer name in ``obs['split.layer']`` (R's ``split.key``); the split in
+                       ``uns['pybridge']['split']`` = {key, levels, added, layers}
+assay class            ``uns['pybridge']['assay_class']`` (``Assay5`` or ``Assay``): R rebuilds it
+image coordinates      ``obsm['X_spatial']`` (VisiumV1/V2 spots, FOV centroids; the reduction ``spatial``)
 =====================  ==================================================================
 
 What cannot be carried is listed in ``uns['pybridge']['report']`` (and printed by R when
@@ -84,6 +89,15 @@ def uns_from_r(x):
     return x
 
 
+def _split_meta(split) -> dict | None:
+    """The v5 layer split (R's parts$split) as stored in ``uns['pybridge']['split']``."""
+    split = _dict(split)
+    if not split.get("key"):
+        return None
+    return {"key": str(split["key"]), "levels": np.array(_strs(split.get("levels")), dtype=object),
+            "added": bool(split.get("added", True)), "layers": np.array(_strs(split.get("layers")), dtype=object)}
+
+
 def anndata_from_parts(parts: dict):
     """Build an AnnData from the parts of one Seurat assay (called by R's ``as.AnnData``).
 
@@ -110,6 +124,11 @@ def anndata_from_parts(parts: dict):
     adata = ad.AnnData(X=X, obs=obs, var=var)
     meta: dict = {"assay": str(parts.get("assay", "RNA")), "X_layer": str(parts.get("X_layer", "counts")),
                   "seurat_version": str(parts.get("seurat_version", "")), "reductions": {}}
+    if parts.get("assay_class") is not None:
+        meta["assay_class"] = str(parts["assay_class"])
+    split = _split_meta(parts.get("split"))
+    if split is not None:
+        meta["split"] = split
 
     for name, part in _dict(parts.get("layers")).items():
         m = _matrix_from_part(part)
@@ -359,8 +378,18 @@ def anndata_to_parts(adata, *, X_layer: str | None = None) -> dict:
         "misc": misc if isinstance(misc, dict) else {},
         "assays_from_obsm": assays_from_obsm,
         "idents": idents,
+        "assay_class": str(meta["assay_class"]) if meta.get("assay_class") is not None else None,
+        "split": _split_to_r(meta.get("split")),
         "report": np.array(report, dtype=str),
     }
+
+
+def _split_to_r(split) -> dict | None:
+    """``uns['pybridge']['split']`` back to R's parts (None when absent or malformed)."""
+    if not isinstance(split, dict) or not split.get("key"):
+        return None
+    return {"key": str(split["key"]), "levels": np.array(_strs(split.get("levels")), dtype=str),
+            "added": bool(split.get("added", True)), "layers": np.array(_strs(split.get("layers")), dtype=str)}
 
 
 def var_names_str(adata) -> list[str]:

@@ -24,6 +24,9 @@ graphs                 ``obsp[<name>]``
 other assays           ``obsm[<assay>]`` (listed in ``uns['pybridge']['assays_in_obsm']``)
 Misc                   ``uns``
 Idents, notes          ``uns['pybridge']['idents']``, ``uns['pybridge']['report']``
+assay class (v5)       ``uns['pybridge']['assay_class']`` (``Assay5`` / ``Assay``)
+split layers (v5)      joined; ``obs['split.layer']`` + ``uns['pybridge']['split']`` (key, levels,
+                       added, layers)
 =====================  =================================================================
 """
 
@@ -44,7 +47,11 @@ LAYOUT: dict = {
     # the bridge's record in uns: its key and its entries
     "meta": "pybridge",
     "meta_keys": ["assay", "X_layer", "seurat_version", "reductions", "scale_data_features",
-                  "variable_features", "uns_generated", "assays_in_obsm", "idents", "report"],
+                  "variable_features", "uns_generated", "assays_in_obsm", "idents", "report",
+                  "assay_class", "split"],
+    # Seurat 5 (r-package/R/layers.R): the assay class (Assay5 / Assay) and the layer split
+    # (split layers joined; each cell's layer name in obs[key])
+    "split_keys": ["key", "levels", "added", "layers"],
     "reduction_keys": ["key", "assay", "global", "stdev", "loadings_features"],
     "idents_keys": ["codes", "levels"],
     # h5ad only: a character column with NA is written as a categorical (as anndata does) and

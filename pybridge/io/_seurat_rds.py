@@ -43,7 +43,7 @@ def _r():
             "reading and writing Seurat .rds files needs rpy2 < 3.6 and R: pip install 'pybridge[r]' "
             f"(and R with Seurat). Import failed: {e}"
         ) from e
-    ri.initr_simple()  # the embedded R (no-op when already running)
+    ri.initr()  # the embedded R (no-op when already running; rpy2 3.5 and 3.6)
     base = ri.baseenv
     ok = base.find("requireNamespace")(ri.StrSexpVector(["pybridge"]), quietly=ri.BoolSexpVector([True]))
     if not bool(ok[0]):

@@ -1,32 +1,25 @@
 # Seurat <-> AnnData in memory. The mapping table is in pybridge/io/_bridge.py.
 
-.is_v5_assay <- function(a) inherits(a, "Assay5")
-
-# One layer of an assay, v4 (slots) or v5 (layers; untested here: SeuratObject 5 is not installable).
+# One layer of an assay for all cells in the object's order (v5 split layers joined; see layers.R).
 .get_layer <- function(object, assay, layer) {
-  a <- object[[assay]]
-  if (.is_v5_assay(a)) {
-    have <- SeuratObject::Layers(a)
-    if (!layer %in% have) {
-      if (any(startsWith(have, paste0(layer, ".")))) {
-        stop("assay '", assay, "' has split layers (", paste(have, collapse = ", "),
-             "); run JoinLayers() first.", call. = FALSE)
-      }
-      return(NULL)
-    }
-    return(SeuratObject::LayerData(a, layer = layer))
-  }
-  if (!layer %in% c("counts", "data", "scale.data")) return(NULL)
-  m <- methods::slot(a, layer)
-  if (length(m) == 0L || any(dim(m) == 0L)) return(NULL)
-  m
+  .layer_joined(object[[assay]], assay, layer, colnames(object))$m
 }
 
 .layer_names <- function(object, assay) {
   a <- object[[assay]]
-  if (.is_v5_assay(a)) return(SeuratObject::Layers(a))
-  c("counts", "data", "scale.data")[vapply(c("counts", "data", "scale.data"), function(l)
-    !is.null(.get_layer(object, assay, l)), logical(1))]
+  if (.is_v5_assay(a)) SeuratObject::Layers(a) else .layer_bases(a)
+}
+
+# The error for a missing layer: what exists, and the fix.
+.missing_layer <- function(assay, layer, have) {
+  fix <- if (layer == "counts" && any(have == "data" | startsWith(have, "data."))) {
+    paste0(" Pass layer = \"data\" to convert the normalised values, or add the raw counts (e.g. object[[\"",
+           assay, "\"]]$counts <- m): jobs that model counts need them.")
+  } else if (length(have)) {
+    " Pass one of them as layer = (split layers <layer>.<name> are joined for you), or JoinLayers() first."
+  } else ""
+  stop("layer '", layer, "' of assay '", assay, "' is empty or does not exist. Layers that exist: ",
+       if (length(have)) paste(have, collapse = ", ") else "none", ".", fix, call. = FALSE)
 }
 
 .check_seurat <- function(object, assay = NULL, arg = "object") {
@@ -45,38 +38,77 @@
   assay
 }
 
-# Split a Seurat object into parts (used by as.AnnData and by Python's read_seurat via rpy2).
+# Split a Seurat object into parts (used by as.AnnData, WriteH5AD, every job, and by Python's
+# read_seurat via rpy2). v5 split layers (counts.A, counts.B, ...) are joined in the object's
+# cell order; each cell's part name goes to the meta.data column `split.key` and the split is
+# recorded in parts$split (-> uns['pybridge']['split']) so that .seurat_from_parts() can
+# restore it.
 .seurat_to_parts <- function(object, assay = NULL, layer = "counts", reductions = TRUE, graphs = TRUE,
-                             misc = TRUE, other.assays = TRUE, zero.copy = TRUE, other.layers = TRUE) {
+                             misc = TRUE, other.assays = TRUE, zero.copy = TRUE, other.layers = TRUE,
+                             split.key = "split.layer") {
   assay <- .check_seurat(object, assay)
   report <- character(0)
-  have <- .layer_names(object, assay)
-  if (!layer %in% have) {
-    stop("layer '", layer, "' of assay '", assay, "' is empty or does not exist. Layers that exist: ",
-         paste(have, collapse = ", "), ".", call. = FALSE)
-  }
+  a <- object[[assay]]
   cells <- colnames(object)
-  X <- .get_layer(object, assay, layer)
+  if (!is.character(layer) || length(layer) != 1L || is.na(layer)) {
+    stop("`layer` must be one layer name (e.g. \"counts\"), not ", paste(format(layer), collapse = " "), ".",
+         call. = FALSE)
+  }
+  xj <- .layer_joined(a, assay, layer, cells)
+  if (is.null(xj)) .missing_layer(assay, layer, .layer_names(object, assay))
+  X <- xj$m
+  report <- c(report, xj$notes)
   features <- rownames(X)
+  md <- object@meta.data
+  split <- NULL
+  if (!is.null(xj$split)) {
+    if (!is.character(split.key) || length(split.key) != 1L || !nzchar(split.key)) {
+      stop("`split.key` must be one meta.data column name.", call. = FALSE)
+    }
+    added <- TRUE
+    if (split.key %in% names(md)) {
+      if (!identical(as.character(md[[split.key]]), as.character(xj$split))) {
+        stop("meta.data already has a column '", split.key, "' that differs from the layer split (",
+             paste(xj$layers, collapse = ", "), "); pass split.key = another name.", call. = FALSE)
+      }
+      added <- FALSE
+    } else {
+      md[[split.key]] <- xj$split
+    }
+    split <- list(key = split.key, levels = .np(levels(xj$split)), added = added, layers = layer)
+    report <- c(report, sprintf("split layers %s joined (cells in the object's order); each cell's layer in obs['%s']",
+                                paste(xj$layers, collapse = ", "), split.key))
+  }
   layers <- list()
   sfeat <- NULL
-  counts <- if (layer != "counts") .get_layer(object, assay, "counts") else X
-  for (l in if (other.layers) setdiff(have, layer) else character(0)) {  # jobs needing only X skip the rest
-    m <- .get_layer(object, assay, l)
-    if (l == "data" && !is.null(counts) && identical(m, counts)) {
+  counts <- if (layer != "counts") .layer_joined(a, assay, "counts", cells, features)$m else X
+  bases <- if (other.layers) setdiff(.layer_bases(a, levels(xj$split)), layer) else character(0)
+  for (l in bases) {  # jobs needing only X skip the rest
+    lj <- tryCatch(.layer_joined(a, assay, l, cells, if (l != "scale.data") features),
+                   pybridge_on_disk = function(e) stop(e),
+                   error = function(e) list(notes = sprintf("layer '%s' not carried: %s", l, conditionMessage(e))))
+    if (is.null(lj$m)) {
+      report <- c(report, lj$notes)
+      next
+    }
+    m <- lj$m
+    report <- c(report, lj$notes)
+    # (a v3 Assay made from counts holds the same matrix as data; an Assay5 has no data layer
+    # until NormalizeData, so one that exists is carried)
+    if (l == "data" && !.is_v5_assay(a) && !is.null(counts) && identical(m, counts)) {
       report <- c(report, "data layer is identical to counts (NormalizeData not run); not duplicated")
       next
     }
     if (l == "scale.data") sfeat <- rownames(m)
-    if (!identical(rownames(m), features) && l != "scale.data") {
-      m <- m[features, , drop = FALSE]
-    }
+    if (!is.null(lj$split) && !is.null(split)) split$layers <- c(split$layers, l)
     layers[[l]] <- .matrix_parts(m, zero.copy)
   }
-  a <- object[[assay]]
-  mf <- if (.is_v5_assay(a)) a[[]] else a@meta.features
-  var <- .df_parts(mf[features, , drop = FALSE])
-  obs <- .df_parts(object@meta.data)
+  if (!is.null(split)) split$layers <- .np(split$layers)
+  mf <- .assay_features_df(a)
+  mf <- mf[match(features, rownames(mf)), , drop = FALSE]
+  rownames(mf) <- features
+  var <- .df_parts(mf)
+  obs <- .df_parts(md)
   report <- c(report, obs$notes, var$notes)
   obs$notes <- NULL
   var$notes <- NULL
@@ -135,12 +167,14 @@
     report <- c(report, sprintf("command log (%d commands) not carried", length(object@commands)))
   }
   if (length(object@images)) {
-    report <- c(report, sprintf("images (%s) not carried; spot coordinates are in obsm['spatial']",
+    report <- c(report, sprintf("images (%s) not carried; spot coordinates are in obsm['X_spatial']",
                                 paste(names(object@images), collapse = ", ")))
-    coords <- tryCatch(SeuratObject::GetTissueCoordinates(object), error = function(e) NULL)
-    if (!is.null(coords) && all(cells %in% rownames(coords)) && !"spatial" %in% names(reds)) {
-      reds[["spatial"]] <- list(embeddings = as.matrix(coords[cells, 1:2]), key = "spatial_", assay = assay,
+    coords <- .image_coordinates(object, cells)
+    if (!is.null(coords) && !"spatial" %in% names(reds)) {
+      reds[["spatial"]] <- list(embeddings = coords, key = "spatial_", assay = assay,
                                 global = TRUE, stdev = .np(numeric(0)))
+    } else if (is.null(coords)) {
+      report <- c(report, "image coordinates not carried: the images do not give x, y for every cell")
     }
   }
   list(
@@ -149,8 +183,20 @@
     obs = obs, var = var, variable_features = .np(SeuratObject::VariableFeatures(object, assay = assay)),
     original_features = if (!is.null(orig)) .np(orig), reductions = reds, graphs = grs,
     other_assays = others, misc = m, idents = .column_parts(SeuratObject::Idents(object), "idents")$part,
-    seurat_version = as.character(utils::packageVersion("SeuratObject")), report = .np(report)
+    seurat_version = as.character(utils::packageVersion("SeuratObject")), assay_class = class(a)[1],
+    split = split, report = .np(report)
   )
+}
+
+# `...` of a method that takes none: an unknown (e.g. misspelt) argument is an error, not ignored.
+.no_dots <- function(..., fun) {
+  d <- list(...)
+  if (length(d)) {
+    nm <- names(d) %||% rep("", length(d))
+    nm[!nzchar(nm)] <- "<unnamed>"
+    stop(fun, "(): unused argument", if (length(d) > 1L) "s", " ", paste(nm, collapse = ", "), ".", call. = FALSE)
+  }
+  invisible(NULL)
 }
 
 .print_report <- function(report, verbose) {
@@ -172,20 +218,35 @@
 #' (`scale.data` is dense, covers only its features and is 0 elsewhere; the features are
 #' listed in `uns$pybridge$scale_data_features`); meta.data -> `obs` (factors ->
 #' categoricals with all levels and their order, logical/integer NA -> nullable pandas
-#' types, character NA -> missing); meta.features -> `var`, VariableFeatures ->
-#' `var$highly_variable`; reductions -> `obsm[["X_<name>"]]`, loadings -> `varm` (`PCs` for
-#' pca), stdev and key -> `uns$pybridge$reductions`; graphs -> `obsp`; misc -> `uns`;
-#' counts of the other assays -> `obsm[[<assay>]]` (a DataFrame). What cannot be carried
-#' (command log, images, non-representable misc) is listed in `uns$pybridge$report` and
-#' printed when `verbose`.
+#' types, character NA -> missing; a factor level that is itself `NA` becomes missing
+#' values, with a note, in memory and in files alike); meta.features -> `var`,
+#' VariableFeatures -> `var$highly_variable`; reductions -> `obsm[["X_<name>"]]`, loadings
+#' -> `varm` (`PCs` for pca), stdev and key -> `uns$pybridge$reductions`; graphs -> `obsp`;
+#' misc -> `uns`; counts of the other assays -> `obsm[[<assay>]]` (a DataFrame); spot or
+#' cell coordinates of images (`VisiumV1`, `VisiumV2`, `FOV`) -> `obsm[["X_spatial"]]` (the reduction `spatial`). What
+#' cannot be carried (command log, images, non-representable misc) is listed in
+#' `uns$pybridge$report` and printed when `verbose`.
 #'
-#' @param object A Seurat object (v4 tested; v5 Assay5 untested).
+#' Seurat v5 (`Assay5`): any layer can be `X`. Split layers (`counts.CTRL`, `counts.STIM`,
+#' ... after `split()`) are joined into one `X` with the cells in the object's order
+#' (the same matrix as `JoinLayers()` gives); each cell's layer name (`CTRL`, `STIM`) goes to
+#' the obs column `split.key` (default `"split.layer"`, a categorical in layer order) and the
+#' split is recorded in `uns$pybridge$split`, so that [as.Seurat()] splits the layers again.
+#' Layers with different features are joined over the union of features (0 where a layer
+#' lacks one), with a note. The assay's class (`Assay5` or `Assay`) is recorded in
+#' `uns$pybridge$assay_class`. Layers kept on disk (BPCells, DelayedArray) are an error
+#' naming the fix (load them with `as(layer, "dgCMatrix")`); they are never loaded silently.
+#'
+#' @param object A Seurat object (SeuratObject 4 `Assay` or SeuratObject 5 `Assay5`, joined or
+#'   split layers).
 #' @param assay Assay to convert (default: the default assay).
-#' @param layer Layer that becomes `X`: `"counts"` (default), `"data"` or `"scale.data"`.
+#' @param layer Layer that becomes `X`: `"counts"` (default), `"data"`, `"scale.data"` or, for
+#'   an Assay5, any layer; split layers `<layer>.<name>` are joined.
 #' @param reductions,graphs,misc Carry reductions, graphs, misc (default `TRUE`).
 #' @param other.assays Carry the counts of the other assays in `obsm` (default `TRUE`).
+#' @param split.key obs column that receives each cell's layer name when the layers are split.
 #' @param verbose Print what could not be carried.
-#' @param ... Unused.
+#' @param ... Not used; any argument here is an error.
 #' @return A reticulate handle to a Python `anndata.AnnData` (cells x features), with
 #'   conversion off (`ad$X` stays a Python object; reticulate 1.28 cannot convert current
 #'   scipy sparse matrices itself).
@@ -202,9 +263,10 @@ as.AnnData.default <- function(object, ...) {
 #' @rdname as.AnnData
 #' @export
 as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions = TRUE, graphs = TRUE,
-                              misc = TRUE, other.assays = TRUE, verbose = TRUE, ...) {
+                              misc = TRUE, other.assays = TRUE, split.key = "split.layer", verbose = TRUE, ...) {
+  .no_dots(..., fun = "as.AnnData")
   parts <- .seurat_to_parts(object, assay = assay, layer = layer, reductions = reductions, graphs = graphs,
-                            misc = misc, other.assays = other.assays, zero.copy = TRUE)
+                            misc = misc, other.assays = other.assays, zero.copy = TRUE, split.key = split.key)
   .print_report(parts$report, verbose)
   # convert = FALSE: reticulate's own conversion of scipy sparse matrices fails on current scipy,
   # so the handle never auto-converts; use as.Seurat() or reticulate::py_to_r() on pieces.
@@ -230,7 +292,7 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
 }
 
 # Build a Seurat object from parts sent by Python's anndata_to_parts.
-.seurat_from_parts <- function(parts, assay = NULL, verbose = TRUE) {
+.seurat_from_parts <- function(parts, assay = NULL, verbose = TRUE, split.by = NULL) {
   assay <- assay %||% parts$assay %||% "RNA"
   cells <- as.character(unlist(parts$cells))
   features <- as.character(unlist(parts$features))
@@ -250,19 +312,33 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
     rn <- if (l == "scale.data") unname(fmap[as.character(unlist(parts$scale_data_features))]) else newf
     layers[[l]] <- .matrix_from_parts(parts$layers[[l]], rownames = rn, colnames = cells)
   }
-  a <- if (!is.null(layers$counts)) {
-    SeuratObject::CreateAssayObject(counts = layers$counts, check.matrix = FALSE)
-  } else {
-    SeuratObject::CreateAssayObject(data = layers$data %||% layers[["scale.data"]])
+  version <- .parts_assay_version(parts$assay_class)
+  if (version == "v5" && (length(features) == 1L || length(cells) == 1L)) {
+    version <- "v3"
+    report <- c(report, "one feature or one cell: a v3 Assay (SeuratObject 5.0 cannot hold such an Assay5)")
   }
-  if (!is.null(layers$counts) && !is.null(layers$data)) a <- SeuratObject::SetAssayData(a, "data", layers$data)
-  if (!is.null(layers[["scale.data"]])) a <- SeuratObject::SetAssayData(a, "scale.data", layers[["scale.data"]])
+  if (version == "v3" && identical(as.character(parts$assay_class), "Assay5")) {
+    report <- c(report, "the assay was an Assay5 (SeuratObject 5); it becomes a v3 Assay under this SeuratObject 4")
+  }
+  a <- .create_assay(counts = layers$counts, data = if (!is.null(layers$counts)) layers$data else
+                       layers$data %||% layers[["scale.data"]], version = version)
+  if (!is.null(layers[["scale.data"]])) a <- .assay_set_layer(a, "scale.data", layers[["scale.data"]])
+  if (version == "v5") {  # an Assay5 holds any layer: AnnData's other layers come back as layers
+    for (nm in names(parts$extra_layers)) {
+      e <- parts$extra_layers[[nm]]
+      if (nm == "raw" || !is.null(e$features)) next
+      a <- .assay_set_layer(a, nm, .matrix_from_parts(e, rownames = newf, colnames = cells))
+      parts$extra_layers[[nm]] <- NULL
+      hit <- startsWith(report, sprintf("layers['%s'] became its own assay", nm))
+      report[hit] <- sprintf("layers['%s'] became layer '%s' of the Assay5", nm, nm)
+    }
+  }
   SeuratObject::Key(a) <- paste0(tolower(gsub("[^[:alnum:]]", "", assay)), "_")
   if (!identical(newf, features)) a@misc[["pybridge_original_features"]] <- features
   var <- .df_from_parts(parts$var)
   if (ncol(var)) {
     rownames(var) <- newf
-    a@meta.features <- var
+    .assay_features_df(a) <- var
   }
   vf <- as.character(unlist(parts$variable_features))
   if (length(vf)) SeuratObject::VariableFeatures(a) <- unname(fmap[vf])
@@ -281,7 +357,7 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
     ef <- as.character(unlist(e$features %||% parts$features))
     m <- .matrix_from_parts(e, rownames = gsub("_", "-", ef, fixed = TRUE), colnames = cells)
     akey <- make.names(nm)
-    object[[akey]] <- SeuratObject::CreateAssayObject(counts = m, check.matrix = FALSE)
+    object[[akey]] <- .create_assay(counts = m, version = version)
     if (!identical(ef, rownames(m))) object[[akey]]@misc[["pybridge_original_features"]] <- ef
   }
   for (nm in names(parts$reductions)) {
@@ -292,6 +368,11 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
     if (!nzchar(key) || !grepl("^[[:alpha:]][[:alnum:]]*_$", key)) {
       key <- paste0(gsub("[^[:alnum:]]", "", nm), "_")
       if (!grepl("^[[:alpha:]]", key)) key <- paste0("X", key)
+    }
+    taken <- unlist(SeuratObject::Key(object))
+    if (key %in% taken) {  # e.g. reduction 'spatial' and assay 'Spatial': Seurat would pick a random key
+      key <- c(toupper(key), paste0(sub("_$", "", key), seq_len(99), "_"))
+      key <- key[!key %in% taken][1]
     }
     dimnames(emb) <- list(cells, paste0(key, seq_len(ncol(emb))))
     ld <- new("matrix")
@@ -314,6 +395,9 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
     SeuratObject::DefaultAssay(g) <- assay
     object[[nm]] <- g
   }
+  r <- .restore_split(object, assay, parts$split, split.by, version)
+  object <- r$object
+  report <- c(report, r$report)
   if (length(parts$misc)) object@misc <- .misc_from_py(parts$misc)
   if (length(report)) object@misc[["pybridge.report"]] <- report
   .print_report(report, verbose)
@@ -325,22 +409,36 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
 #' Method of Seurat's `as.Seurat()` generic for a reticulate handle to a Python
 #' `anndata.AnnData` (the reverse of [as.AnnData()]): `X` becomes the `counts` layer when
 #' it holds non-negative integers (else `data`), `layers$counts`/`data`/`scale.data` fill the
-#' matching layers, other layers and `raw` become assays, `obs` -> meta.data (categoricals ->
-#' factors with levels and order; nullable types keep NA), `var` -> meta.features,
-#' `obsm[["X_<name>"]]` -> DimReduc `<name>` (keys, stdev and loadings from
-#' `uns$pybridge`/`varm`), `obsp` -> Graph, `uns` -> Misc. Seurat replaces `_` by `-` in
-#' feature names; the originals are kept in the assay's misc and restored by `as.AnnData()`.
+#' matching layers, other layers and `raw` become assays (layers of the assay under
+#' SeuratObject 5), `obs` -> meta.data (categoricals -> factors with levels and order;
+#' nullable types keep NA), `var` -> meta.features, `obsm[["X_<name>"]]` -> DimReduc `<name>`
+#' (keys, stdev and loadings from `uns$pybridge`/`varm`), `obsp` -> Graph, `uns` -> Misc.
+#' Seurat replaces `_` by `-` in feature names; the originals are kept in the assay's misc
+#' and restored by `as.AnnData()`.
+#'
+#' Assay class: under SeuratObject 5 an `Assay5` (a v3 `Assay` when
+#' `options(Seurat.object.assay.version = "v3")`), under SeuratObject 4 an `Assay`; an
+#' AnnData made by [as.AnnData()] comes back as the class it went out as
+#' (`uns$pybridge$assay_class`). Split layers: the split recorded by [as.AnnData()]
+#' (`uns$pybridge$split`, obs column `split.layer`) is restored, and that column, when
+#' as.AnnData added it, is removed from meta.data again.
 #'
 #' @param x A Python AnnData handle (from `as.AnnData()`, reticulate, or the engine).
 #' @param assay Name of the assay to create (default: the one recorded, else `"RNA"`).
 #' @param X.layer Seurat layer that receives `X`: `"counts"`, `"data"` or `NULL` (auto).
+#' @param split.by `NULL` (default): split the layers as recorded by [as.AnnData()] (none
+#'   when nothing was recorded); `FALSE`: keep them joined (the obs column stays); or a
+#'   meta.data column to split the `counts` and `data` layers by, as
+#'   `split(object[[assay]], f = )` does (SeuratObject 5 only).
 #' @param verbose Print what could not be carried.
-#' @param ... Unused.
+#' @param ... Not used; any argument here is an error.
 #' @return A Seurat object (cells x features as in `x`).
 #' @export
 #' @method as.Seurat anndata._core.anndata.AnnData
 #' @importFrom SeuratObject as.Seurat
-as.Seurat.anndata._core.anndata.AnnData <- function(x, assay = NULL, X.layer = NULL, verbose = TRUE, ...) {
+as.Seurat.anndata._core.anndata.AnnData <- function(x, assay = NULL, X.layer = NULL, split.by = NULL,
+                                                    verbose = TRUE, ...) {
+  .no_dots(..., fun = "as.Seurat")
   parts <- .engine("io")$anndata_to_parts(x, X_layer = X.layer)
-  .seurat_from_parts(parts, assay = assay, verbose = verbose)
+  .seurat_from_parts(parts, assay = assay, verbose = verbose, split.by = split.by)
 }

@@ -56,7 +56,8 @@ LoadExampleData <- function(name, verbose = FALSE) {
     object$nCount_GDO <- Matrix::colSums(gdo$counts)
     object$nFeature_GDO <- as.integer(Matrix::colSums(gdo$counts > 0))
     if (length(gdo$targets) == nrow(object[["GDO"]])) {
-      object[["GDO"]] <- SeuratObject::AddMetaData(object[["GDO"]], metadata = gdo$targets, col.name = "target")
+      object[["GDO"]] <- SeuratObject::AddMetaData(object[["GDO"]], col.name = "target",
+                                                   metadata = stats::setNames(gdo$targets, rownames(object[["GDO"]])))
     }
   }
   object

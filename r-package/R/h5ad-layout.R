@@ -17,8 +17,10 @@
   meta = "pybridge",
   meta_keys = c(
     "assay", "X_layer", "seurat_version", "reductions", "scale_data_features",
-    "variable_features", "uns_generated", "assays_in_obsm", "idents", "report"
+    "variable_features", "uns_generated", "assays_in_obsm", "idents", "report",
+    "assay_class", "split"
   ),
+  split_keys = c("key", "levels", "added", "layers"),
   reduction_keys = c("key", "assay", "global", "stdev", "loadings_features"),
   idents_keys = c("codes", "levels"),
   r_type_attr = "pybridge-r-type"

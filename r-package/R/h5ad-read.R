@@ -192,7 +192,7 @@
     X_layer = X_layer, layers = layers, scale_data_features = if (!is.null(sfeat)) as.list(sfeat),
     extra_layers = extra_layers, obs = obs_parts, var = var_parts, variable_features = hv,
     reductions = reductions, graphs = graphs, misc = misc, assays_from_obsm = assays_from_obsm,
-    idents = idents, report = as.list(report)
+    idents = idents, assay_class = meta$assay_class, split = meta$split, report = as.list(report)
   )
 }
 

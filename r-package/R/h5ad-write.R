@@ -261,6 +261,11 @@
                         levels = .np(as.character(unlist(parts$idents$levels))))
   }
   meta$report <- .np(as.character(report))
+  meta$assay_class <- parts$assay_class  # Seurat 5 records (layers.R): assay class, layer split
+  if (!is.null(parts$split)) {
+    meta$split <- list(key = as.character(parts$split$key), levels = .np(as.character(unlist(parts$split$levels))),
+                       added = isTRUE(as.logical(parts$split$added)), layers = .np(as.character(unlist(parts$split$layers))))
+  }
   uns <- .h5_group(h5, "uns")
   for (k in names(uns_generated)) .h5ad_write_uns(uns, k, uns_generated[[k]], "uns")
   for (k in names(misc)) .h5ad_write_uns(uns, k, misc[[k]], "uns")

@@ -6,6 +6,7 @@
 # A 1-d R array: reticulate hands it to Python as a NumPy array (not a list).
 .np <- function(x) {
   x <- as.vector(x)
+  if (is.null(x)) x <- character(0)  # SeuratObject 5 returns NULL for "none" (VariableFeatures, Stdev)
   dim(x) <- length(x)
   x
 }
@@ -14,6 +15,12 @@
 .column_parts <- function(x, name) {
   note <- NULL
   if (is.factor(x)) {
+    if (anyNA(levels(x))) {  # factor(..., exclude = NULL) / addNA(): a pandas category cannot be NA
+      n_na <- sum(is.na(levels(x))[as.integer(x)], na.rm = TRUE)
+      x <- factor(x, levels = levels(x)[!is.na(levels(x))], ordered = is.ordered(x))
+      note <- sprintf("column '%s': the factor level NA (%d values) became missing values (a pandas category cannot be NA; addNA() restores it)",
+                      name, n_na)
+    }
     codes <- as.integer(x) - 1L
     codes[is.na(codes)] <- -1L
     part <- list(kind = "factor", values = .np(codes), levels = .np(as.character(levels(x))),

@@ -23,14 +23,7 @@
   .matrix_from_parts(.engine("io")$matrix_to_parts(x, transpose = transpose), rownames, colnames)
 }
 
-.set_layer <- function(object, assay, layer, value) {
-  if (.is_v5_assay(object[[assay]])) {
-    # SeuratObject 5 (untested here: not installable in this environment)
-    SeuratObject::LayerData(object, assay = assay, layer = layer) <- value
-    return(object)
-  }
-  SeuratObject::SetAssayData(object, slot = layer, new.data = value, assay = assay)
-}
+.set_layer <- function(object, assay, layer, value) .store_layer(object, assay, layer, value)  # layers.R
 
 # Seurat::RunUMAP; when not verbose, without Seurat's once-per-session notice that its default
 # method changed to uwot (the notice stays for the next verbose call).

@@ -1,4 +1,5 @@
-# Seurat <-> AnnData in memory: every value survives, bad input gives clear errors.
+# as.AnnData / as.Seurat (convert.R): every value survives, bad input gives clear errors.
+# Seurat 5 layers (joined, split) are tested in test-layers.R.
 suppressPackageStartupMessages({
   library(Seurat)
   library(pybridge)
@@ -14,7 +15,7 @@ test_that("a processed Seurat object round-trips with every value kept", {
   ad <- as.AnnData(kang, verbose = FALSE)
   expect_identical(kang, before) # the user's object is untouched
   # AnnData side: X is the counts (a zero-copy read-only view), obs types are right
-  m <- GetAssayData(kang, "counts")
+  m <- layer_data(kang, "counts")
   X <- ad$X
   expect_equal(reticulate::py_to_r(X$nnz), length(m@x))
   expect_equal(reticulate::py_to_r(X$indptr$tolist()), m@p) # the dgCMatrix arrays themselves
@@ -32,7 +33,7 @@ test_that("a processed Seurat object round-trips with every value kept", {
 
   back <- as.Seurat(ad, verbose = FALSE)
   for (l in c("counts", "data", "scale.data")) {
-    expect_identical(GetAssayData(back, l), GetAssayData(kang, l), label = l)
+    expect_identical(layer_data(back, l), layer_data(kang, l), label = l)
   }
   expect_identical(back@meta.data, kang@meta.data)
   expect_identical(levels(back$seurat_annotations), levels(kang$seurat_annotations))
@@ -48,7 +49,7 @@ test_that("a processed Seurat object round-trips with every value kept", {
   }
   expect_identical(Idents(back), Idents(kang))
   expect_identical(VariableFeatures(back), VariableFeatures(kang))
-  expect_identical(back[["RNA"]]@meta.features, kang[["RNA"]]@meta.features)
+  expect_identical(features_df(back), features_df(kang))
   # downstream Seurat code works on the result
   expect_s3_class(DimPlot(back, reduction = "umap"), "ggplot")
 })
@@ -58,12 +59,12 @@ test_that("a two-assay object (RNA + GDO guides) carries both assays", {
   ad <- as.AnnData(pap, verbose = FALSE)
   gdo <- reticulate::py_get_item(ad$obsm, "GDO")
   expect_equal(unlist(reticulate::py_to_r(gdo$columns$tolist())), rownames(pap[["GDO"]]))
-  expect_equal(reticulate::py_to_r(gdo$to_numpy()$sum()), sum(GetAssayData(pap, "counts", assay = "GDO")))
+  expect_equal(reticulate::py_to_r(gdo$to_numpy()$sum()), sum(layer_data(pap, "counts", assay = "GDO")))
   back <- as.Seurat(ad, verbose = FALSE)
   expect_setequal(Assays(back), c("RNA", "GDO"))
-  expect_identical(GetAssayData(back, "counts", assay = "RNA"), GetAssayData(pap, "counts", assay = "RNA"))
-  g1 <- GetAssayData(back, "counts", assay = "GDO")
-  expect_equal(as.matrix(g1), as.matrix(GetAssayData(pap, "counts", assay = "GDO")))
+  expect_identical(layer_data(back, "counts", assay = "RNA"), layer_data(pap, "counts", assay = "RNA"))
+  g1 <- layer_data(back, "counts", assay = "GDO")
+  expect_equal(as.matrix(g1), as.matrix(layer_data(pap, "counts", assay = "GDO")))
   expect_identical(back@meta.data, pap@meta.data)
   # the guide assay as the main assay, on request
   adg <- as.AnnData(pap, assay = "GDO", verbose = FALSE)
@@ -115,38 +116,6 @@ res['uns'] = b.uns['params']['k'] == 5 and b.uns['params']['table'].loc['r2', 'x
 ")
   ok <- reticulate::py_to_r(reticulate::py_eval("res", convert = FALSE))
   for (k in names(ok)) expect_true(ok[[k]], label = k)
-})
-
-# A generator of random Seurat objects (the R half of the property-based tests).
-random_seurat <- function(seed) {
-  set.seed(seed)
-  n <- sample(c(1L, 2L, 7L, 25L), 1)
-  g <- sample(c(1L, 3L, 12L), 1)
-  m <- Matrix::rsparsematrix(g, n, density = 0.5, rand.x = function(k) as.numeric(sample(1:20, k, TRUE)))
-  feats <- make.unique(sample(c("CD3E", "HLA-DRA", "MT-ND1", "g\u00e9ne", "a.b", "X1"), g, TRUE))
-  cells <- paste0(sample(c("cell", "c\u00e9ll", "AAAC-1", "x_y"), n, TRUE), "_", seq_len(n))
-  dimnames(m) <- list(feats, cells)
-  obj <- suppressWarnings(CreateSeuratObject(m))
-  md <- list(
-    fct = factor(sample(c("a", "b", NA, ""), n, TRUE), levels = c("", "a", "b", "unused")),
-    ord = factor(sample(c("lo", "hi"), n, TRUE), levels = c("lo", "hi"), ordered = TRUE),
-    lgl = sample(c(TRUE, FALSE, NA), n, TRUE),
-    int = sample(c(-3L, 0L, 2147483647L, NA), n, TRUE),
-    dbl = sample(c(-1.5, 0, 1e300, NA, Inf), n, TRUE),
-    chr = sample(c("", "x", "\u00fc\u00df", NA), n, TRUE)
-  )
-  keep <- sample(names(md), sample(0:6, 1))
-  for (k in keep) obj[[paste0(k, sample(c("", "_1", ".\u00e9"), 1))]] <- md[[k]]
-  obj
-}
-
-test_that("random objects round-trip (types, NA, unicode, one cell, empty strings)", {
-  for (seed in 1:25) {
-    obj <- random_seurat(seed)
-    back <- as.Seurat(as.AnnData(obj, verbose = FALSE), verbose = FALSE)
-    expect_identical(GetAssayData(back, "counts"), GetAssayData(obj, "counts"), label = paste("seed", seed))
-    expect_identical(back@meta.data, obj@meta.data, label = paste("seed", seed))
-  }
 })
 
 test_that("bad input gives clear errors and leaves the object untouched", {

@@ -1,4 +1,4 @@
-# RunSCVI / MapQuerySCVI / scVIIntegration on real data (pbmc_3tech: three 10x chemistries).
+# RunSCVI / MapQuerySCVI on real data (scVIIntegration: test-integrate-layers.R) (pbmc_3tech: three 10x chemistries).
 # Short CPU training; floors measured on this data (values in comments) with a margin.
 
 options(Seurat.warn.umap.uwot = FALSE)
@@ -129,25 +129,6 @@ test_that("RunSCVI(labels =) trains scANVI and adds its predictions to meta.data
   expect_true(all(res$cell_type_scanvi_prob > 0 & res$cell_type_scanvi_prob <= 1))
   expect_equal(SeuratObject::Misc(res[["scvi"]])$params$model_class, "SCANVI")
   expect_false("umap.scvi" %in% SeuratObject::Reductions(res))
-})
-
-test_that("scVIIntegration follows the IntegrateLayers method contract (v4 Assay + groups)", {
-  skip_slow()
-  obj <- pbmc()
-  small <- subset(obj, cells = colnames(obj)[c(1:100, 500:600)])
-  groups <- data.frame(group = small$donor, row.names = colnames(small))
-  expect_identical(attr(scVIIntegration, "Seurat.method"), "integration")
-  res <- scVIIntegration(small[["RNA"]], assay = "RNA", groups = groups, new.reduction = "integrated.scvi",
-                         nfeatures = 500, max.epochs = 2, device = "cpu", verbose = FALSE)
-  expect_named(res, "integrated.scvi")
-  expect_s4_class(res[[1]], "DimReduc")
-  emb <- SeuratObject::Embeddings(res[[1]])
-  expect_equal(dim(emb), c(ncol(small), 10L))
-  expect_setequal(rownames(emb), colnames(small))
-  expect_length(SeuratObject::Misc(res[[1]])$genes, 500)
-  small[["integrated.scvi"]] <- res[[1]]  # what IntegrateLayers does with the result
-  expect_true("integrated.scvi" %in% SeuratObject::Reductions(small))
-  expect_error(scVIIntegration(small[["RNA"]]), "`groups`")
 })
 
 test_that("RunSCVI shows training progress when verbose and nothing from Lightning when not", {

@@ -1,4 +1,5 @@
-"""The typed parts that cross between R and Python: round trips keep every value and type."""
+"""The typed parts that cross between R and Python (pybridge/io/_parts.py): round trips keep every
+value and type."""
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybridge.io import anndata_from_parts, anndata_to_parts, df_from_parts, df_to_parts
+from pybridge.io import df_from_parts, df_to_parts
 from pybridge.io._parts import INT32_MAX, r_vector_view, sparse_from_parts, sparse_to_parts
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
@@ -113,25 +114,3 @@ def test_r_vector_view_is_read_only_and_keeps_owner():
     np.testing.assert_array_equal(v, owner)
     assert not v.flags.writeable
     assert v.base._keepalive is owner
-
-
-def test_anndata_parts_round_trip_in_python(pbmc3):
-    """anndata_to_parts (sent to R) holds exactly what anndata_from_parts (sent by R) needs."""
-    a = pbmc3[:200].copy()
-    a.layers["counts"] = a.X.copy()
-    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
-    a.obsp["knn"] = sp.random(a.n_obs, a.n_obs, density=0.05, format="csr", random_state=1)
-    a.uns["note"] = {"a": np.arange(3), "b": "text"}
-    out = anndata_to_parts(a, X_layer="data")
-    parts = {"cells": out["cells"], "features": out["features"], "X": out["layers"]["counts"],
-             "X_layer": "counts", "layers": {"data": out["layers"]["data"]}, "obs": out["obs"], "var": out["var"],
-             "reductions": {k: v for k, v in out["reductions"].items()}, "graphs": out["graphs"],
-             "misc": out["misc"]}
-    b = anndata_from_parts(parts)
-    assert (b.X != a.layers["counts"]).nnz == 0
-    assert (b.layers["data"] != a.X).nnz == 0
-    _assert_frames_equal(a.obs, b.obs)
-    np.testing.assert_array_equal(b.obsm["X_pca"], a.obsm["X_pca"])
-    assert (b.obsp["knn"] != a.obsp["knn"]).nnz == 0
-    np.testing.assert_array_equal(b.uns["note"]["a"], np.arange(3))
-    assert b.uns["note"]["b"] == "text"
