@@ -9,15 +9,37 @@ the R side turns them into R errors (and keeps the traceback for ``reticulate::p
 from __future__ import annotations
 
 import importlib
+import logging
+import re
 import warnings
 from pathlib import Path
 
-from ._logging import settings
+from ._logging import logger, settings
 
 _PKG = str(Path(__file__).resolve().parents[1])
 
 
-def call(module: str | None, fun: str, kwargs: dict, verbosity: int = 2):
+def rename(msg: str, names: dict | None) -> str:
+    """Python argument names in ``msg`` -> the caller's (``{"n_top_genes": "nfeatures"}``), whole
+    words only, longest first (R's ``.r_names()`` applies the same rule to errors and warnings)."""
+    for py in sorted(names or {}, key=len, reverse=True):
+        msg = re.sub(rf"(?<![A-Za-z0-9_.]){re.escape(py)}(?![A-Za-z0-9_])", str(names[py]), msg)
+    return msg
+
+
+class _Rename(logging.Filter):
+    """Notes logged during an R call name R's arguments, as its errors do."""
+
+    def __init__(self, names: dict):
+        super().__init__()
+        self.names = names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = rename(record.getMessage(), self.names), ()
+        return True
+
+
+def call(module: str | None, fun: str, kwargs: dict, verbosity: int = 2, names: dict | None = None):
     """Run ``pybridge.<module>.<fun>(**kwargs)``; return ``(result, [pybridge warning messages])``.
 
     Parameters
@@ -31,15 +53,24 @@ def call(module: str | None, fun: str, kwargs: dict, verbosity: int = 2):
     verbosity
         ``pybridge.settings.verbosity`` for the duration of the call (R: 2 when ``verbose``,
         else 1).
+    names
+        Python argument name -> the caller's, applied to the notes pybridge logs during the call.
     """
     mod = importlib.import_module("pybridge" + (f".{module}" if module else ""))
     f = getattr(mod, fun)
     show = warnings.showwarning
     ours: list[str] = []
-    with settings.override(int(verbosity)), warnings.catch_warnings(record=True) as caught:
-        # pybridge's own warnings every time (R users expect one per call); others as configured
-        warnings.filterwarnings("always", module=r"pybridge(\.|$)")
-        out = f(**dict(kwargs))
+    filt = _Rename(dict(names)) if names else None
+    if filt:
+        logger.addFilter(filt)
+    try:
+        with settings.override(int(verbosity)), warnings.catch_warnings(record=True) as caught:
+            # pybridge's own warnings every time (R users expect one per call); others as configured
+            warnings.filterwarnings("always", module=r"pybridge(\.|$)")
+            out = f(**dict(kwargs))
+    finally:
+        if filt:
+            logger.removeFilter(filt)
     for w in caught:
         if str(w.filename).startswith(_PKG):
             ours.append(str(w.message))

@@ -7,17 +7,8 @@
 Imported lazily so ``import pybridge.models`` does not import torch.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 _CLASSES = {"TOSICA": "._tosica", "TOSICAPrediction": "._tosica"}
-__all__ = sorted(_CLASSES)
 
-
-def __getattr__(name):
-    if name in _CLASSES:
-        return getattr(import_module(_CLASSES[name], __name__), name)
-    raise AttributeError(f"module 'pybridge.models' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _CLASSES)

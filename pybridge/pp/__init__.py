@@ -13,7 +13,7 @@ The matrix-level functions are the entry points other jobs use without an AnnDat
 are imported lazily, so ``import pybridge.pp`` stays cheap.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 _FUNCS = {
     "normalize_total": "._normalization",
@@ -28,14 +28,5 @@ _FUNCS = {
     "run_chain": "._recipes",
     "chain_inputs": "._recipes",
 }
-__all__ = sorted(_FUNCS)
 
-
-def __getattr__(name):
-    if name in _FUNCS:
-        return getattr(import_module(_FUNCS[name], __name__), name)
-    raise AttributeError(f"module 'pybridge.pp' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _FUNCS)

@@ -4,7 +4,7 @@ Functions are imported lazily so that ``import pybridge.tl`` does not import tor
 scvi-tools until a job runs.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 _FUNCS = {
     "integrate_scvi": "._scvi",
@@ -28,14 +28,5 @@ _FUNCS = {
     "umap": "._umap",
     "leiden": "._leiden",
 }
-__all__ = sorted(_FUNCS)
 
-
-def __getattr__(name):
-    if name in _FUNCS:
-        return getattr(import_module(_FUNCS[name], __name__), name)
-    raise AttributeError(f"module 'pybridge.tl' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _FUNCS)

@@ -113,8 +113,10 @@
   args <- lapply(list(...), .py_arg)
   rcall <- reticulate::import("pybridge._core._rcall", convert = FALSE)
   reticulate::py_clear_last_error()
+  map <- .name_map(names(args), .arg_names)
   res <- tryCatch(
-    rcall$call(.module, fun, reticulate::r_to_py(args), if (isTRUE(verbose)) 2L else 1L),
+    rcall$call(.module, fun, reticulate::r_to_py(args), if (isTRUE(verbose)) 2L else 1L,
+               reticulate::r_to_py(as.list(map))),
     error = function(e) .engine_error(e, names(args), .arg_names, .call)
   )
   warns <- as.character(unlist(reticulate::py_to_r(reticulate::py_get_item(res, 1L))))
@@ -123,11 +125,16 @@
   if (.convert) reticulate::py_to_r(out) else out
 }
 
-# Python argument names in a message -> R's (`reference_layer` -> `reference.layer`).
-.r_names <- function(msg, py_names, arg_names = NULL) {
+# Python argument name -> R's: `reference_layer` -> `reference.layer`, or as `arg_names` says.
+.name_map <- function(py_names, arg_names = NULL) {
   map <- stats::setNames(gsub("_", ".", py_names), py_names)
   if (length(arg_names)) map[names(arg_names)] <- unname(arg_names)
-  map <- map[names(map) != map]
+  map[names(map) != map]
+}
+
+# Python argument names in a message -> R's (errors and warnings; notes are renamed in Python).
+.r_names <- function(msg, py_names, arg_names = NULL) {
+  map <- .name_map(py_names, arg_names)
   for (p in names(map)[order(-nchar(names(map)))]) {
     msg <- gsub(paste0("(?<![A-Za-z0-9_.])", p, "(?![A-Za-z0-9_])"), map[[p]], msg, perl = TRUE)
   }

@@ -34,3 +34,15 @@ def test_call_lets_exceptions_through_and_restores_verbosity():
     with pytest.raises(ValueError, match="at least 1"):
         _rcall.call("_core", "check_epochs", {"name": "max_epochs", "value": 0}, 1)
     assert settings.verbosity == before
+
+
+def test_notes_logged_during_the_call_use_the_callers_names(capsys):
+    _rcall.call("_core", "clamp_n_top", {"name": "n_top_genes", "value": 2000, "n_available": 300}, 2,
+                {"n_top_genes": "nfeatures"})
+    err = capsys.readouterr().err
+    assert "nfeatures=2000 is more than the 300 genes there are" in err and "n_top_genes" not in err
+    # the filter is gone after the call
+    _rcall.call("_core", "clamp_n_top", {"name": "n_top_genes", "value": 2000, "n_available": 300}, 2)
+    assert "n_top_genes=2000" in capsys.readouterr().err
+    assert _rcall.rename("reference_layer and reference_layer_x", {"reference_layer": "reference.layer"}) == \
+        "reference.layer and reference_layer_x"
