@@ -10,10 +10,21 @@ Prints
 - ground truth: Pearson r / RMSE of cell proportions on pseudo-spots (sums of known cells from
   one half of the reference, deconvolved with the other half) for cell2location and NNLS.
 
+- backends (``--backend-run`` / ``--backend-report``): pybridge's driver of cell2location's
+  mapping model (``backend="pybridge"``: JIT-traced ELBO, one fused Adam, no per-step sync,
+  vectorised posterior draws) vs the package's own ``train`` + ``sample_posterior``
+  (``backend="cell2location"``), same signatures (a RegressionModel fit), same epochs: seconds
+  per training epoch, posterior-sampling seconds, q05 agreement between runs (the package vs
+  itself with another seed is the noise floor), and ground truth on pseudo-spots for both.
+
 Usage (from the repository root)::
 
     python benchmarks/bench_deconvolve.py                      # reduced size (a few minutes CPU)
     python benchmarks/bench_deconvolve.py --epochs 30000       # cell2location's recommendation
+    # backends, one run per process (each a few minutes on 2 CPU cores), then the report:
+    python benchmarks/bench_deconvolve.py --backend-run cell2location --seed 0 --out /tmp/c2l
+    python benchmarks/bench_deconvolve.py --backend-run pybridge --seed 0 --out /tmp/c2l
+    python benchmarks/bench_deconvolve.py --backend-report /tmp/c2l
 
 Data: ../shared/data lymphnode_reference (330 cells, 11 types) + lymphnode_visium (1,000 spots),
 or PYBRIDGE_SHARED_DATA.
@@ -79,14 +90,17 @@ def direct_cell2location(ref, vis, *, ref_epochs, epochs, num_samples, lr, seed=
     return _since(t), train, adata_vis.obsm["q05_cell_abundance_w_sf"]
 
 
-def pybridge_cell2location(ref, vis, *, ref_epochs, epochs, num_samples, lr, seed=0, reference_genes="all"):
+def pybridge_cell2location(ref, vis, *, ref_epochs, epochs, num_samples, lr, seed=0, reference_genes="all",
+                           backend="cell2location"):
+    """The same steps through pybridge; ``backend="cell2location"`` (the package's own training and
+    sampling) isolates the bridge's overhead; the faster driver is compared in ``backend_run``."""
     from pybridge.tl import deconvolve
 
     r, v = ref.copy(), vis.copy()
     t = _timer()
     out = deconvolve(v, r, labels_key="cell_type", reference_max_epochs=ref_epochs, max_epochs=epochs,
                      num_samples=num_samples, lr=lr, device="cpu", random_state=seed,
-                     reference_genes=reference_genes)
+                     reference_genes=reference_genes, backend=backend)
     return _since(t), out, v.obsm["cell2location_q05"]
 
 
@@ -114,6 +128,68 @@ def ground_truth(ref, genes, *, epochs, ref_epochs, lr, n_spots, num_samples, se
     return res
 
 
+def _signatures(ref, vis, cache: Path):
+    """cell2location RegressionModel signatures (250 epochs, genes shared with the panel), cached."""
+    import pandas as pd
+
+    from pybridge.tl import cell2location
+
+    f = cache / "signatures.csv"
+    if f.exists():
+        return pd.read_csv(f, index_col=0)
+    v = vis.copy()
+    out = cell2location(v, ref.copy(), labels_key="cell_type", reference_genes="shared", reference_max_epochs=250,
+                        max_epochs=1, num_samples=200, device="cpu", verbose=False)
+    cache.mkdir(parents=True, exist_ok=True)
+    out["signatures"].to_csv(f)
+    return out["signatures"]
+
+
+def backend_run(ref, vis, *, backend, seed, epochs, lr, num_samples, out: Path, truth_epochs):
+    """One run of each: the Visium mapping (timed) and the ground-truth pseudo-spots, one backend."""
+    from deconv_truth import score, truth_data
+
+    from pybridge.tl import cell2location
+
+    sig = _signatures(ref, vis, out)
+    v = vis.copy()
+    res = cell2location(v, signatures=sig, max_epochs=epochs, lr=lr, num_samples=num_samples, device="cpu",
+                        backend=backend, random_state=seed, verbose=False)
+    s = res["seconds"]
+    row = {"backend": backend, "seed": seed, "epochs": epochs, "lr": lr, "num_samples": num_samples,
+           "spots": v.n_obs, "genes": int(res["n_genes"]), "training_s": s["training"], "sampling_s": s["sampling"],
+           "ms_per_epoch": 1000 * s["training"] / epochs, "final_loss": float(res["history"]["elbo_train"][-1])}
+    np.save(out / f"q05_{backend}_{seed}.npy", v.obsm["cell2location_q05"].to_numpy())
+    spatial, half, truth, ncells = truth_data(ref)
+    sp_ = spatial.copy()
+    cell2location(sp_, half, labels_key="cell_type", n_cells_per_location=float(ncells.mean()),
+                  reference_max_epochs=250, max_epochs=truth_epochs, lr=0.02, reference_genes="shared",
+                  model_kwargs={"A_factors_per_location": 3, "B_groups_per_location": 3}, num_samples=num_samples,
+                  device="cpu", backend=backend, random_state=seed, verbose=False)
+    row["truth_r"], row["truth_rmse"] = score(sp_.obsm["cell2location_proportions"], truth)
+    with open(out / "runs.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+def backend_report(out: Path):
+    import pandas as pd
+
+    runs = pd.read_json(out / "runs.jsonl", lines=True)
+    print(runs.to_string(index=False))
+    q = {(r.backend, r.seed): np.load(out / f"q05_{r.backend}_{r.seed}.npy").ravel() for r in runs.itertuples()}
+    keys = sorted(q)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            print(f"q05 r {a} vs {b}: {np.corrcoef(q[a], q[b])[0, 1]:.4f}")
+    g = runs.groupby("backend")[["ms_per_epoch", "sampling_s", "truth_r", "truth_rmse"]].mean()
+    print(g.round(4).to_string())
+    if {"pybridge", "cell2location"} <= set(g.index):
+        print(f"training speed-up (package ms/epoch / pybridge ms/epoch): "
+              f"{g.loc['cell2location', 'ms_per_epoch'] / g.loc['pybridge', 'ms_per_epoch']:.2f}x; "
+              f"sampling: {g.loc['cell2location', 'sampling_s'] / g.loc['pybridge', 'sampling_s']:.1f}x")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=1000, help="Cell2location training epochs (default 1000)")
@@ -126,7 +202,13 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1, help="alternating repeats of direct/pybridge runs")
     p.add_argument("--skip-truth", action="store_true")
     p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--backend-run", choices=("pybridge", "cell2location"), help="one backend run (see above)")
+    p.add_argument("--backend-report", metavar="DIR", help="report the backend runs in DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="/tmp/bench_c2l_backends", help="directory of the backend runs")
     a = p.parse_args(argv)
+    if a.backend_report:
+        return backend_report(Path(a.backend_report))
 
     import anndata as ad
 
@@ -134,6 +216,11 @@ def main(argv=None):
     ref = ad.read_h5ad(data / "lymphnode_reference.h5ad")
     vis = ad.read_h5ad(data / "lymphnode_visium.h5ad")
     warnings.filterwarnings("ignore")
+    if a.backend_run:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return backend_run(ref, vis, backend=a.backend_run, seed=a.seed, epochs=a.epochs, lr=a.lr,
+                           num_samples=a.num_samples, out=out, truth_epochs=a.truth_epochs)
     import logging
 
     for n in ("lightning.pytorch", "lightning.fabric", "scvi"):

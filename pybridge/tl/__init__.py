@@ -8,7 +8,7 @@ from .._lazy import lazy_exports
 
 _FUNCS = {
     "integrate_scvi": "._scvi",
-    "map_query_scvi": "._scvi",
+    "map_query_scvi": "._scvi_query",
     "integration_scores": "._metrics",
     "integration_scores_arrays": "._metrics",
     "knn_label_transfer": "._metrics",

@@ -154,23 +154,67 @@ def _mapping_model(x_sp, obs_names, genes, sig, *, spatial_obs, spatial_batch_ke
                          **_model_kwargs(model_kwargs))
 
 
+class _EpochTimer:
+    """Lightning callback: end time of each training epoch (steady-state time per epoch, as
+    :func:`pybridge.tl._cell2location_fast.train` measures it: after the first
+    ``min(10, epochs // 4)`` epochs)."""
+
+    def __new__(cls):
+        from lightning.pytorch.callbacks import Callback
+
+        class Timer(Callback):
+            def __init__(self):
+                self.ends = []
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                self.ends.append(time.perf_counter())
+
+            def steady(self, epochs):
+                warm = min(10, epochs // 4)
+                if warm < 1 or len(self.ends) < epochs:
+                    return None
+                return (self.ends[-1] - self.ends[warm - 1]) / (epochs - warm)
+
+        return Timer()
+
+
 def map_spots(x_sp, obs_names, genes, sig, *, spatial_obs, spatial_batch_key, n_cells_per_location, detection_alpha,
-              max_epochs, batch_size, num_samples, tkw, verbose, lr=None, model_kwargs=None):
-    """Train cell2location's mapping model with the package's own ``train``; posterior quantiles of
-    ``w_sf`` (spots x types) by its ``sample_posterior``."""
+              max_epochs, batch_size, num_samples, tkw, verbose, lr=None, model_kwargs=None, backend="pybridge",
+              seed=None):
+    """Train cell2location's mapping model; posterior mean / 5% / 95% quantiles of ``w_sf`` (spots x types).
+
+    ``backend="pybridge"`` drives the package's model with :mod:`pybridge.tl._cell2location_fast`
+    (full batch only); ``"cell2location"`` with the package's own ``train`` / ``sample_posterior``.
+    """
+    from . import _cell2location_fast as fast
+
     mod = _mapping_model(x_sp, obs_names, genes, sig, spatial_obs=spatial_obs, spatial_batch_key=spatial_batch_key,
                          n_cells_per_location=n_cells_per_location, detection_alpha=detection_alpha,
                          model_kwargs=model_kwargs)
-    extra = {} if lr is None else {"lr": float(lr)}
-    logger.info("cell2location: mapping %d spots x %d genes (%d epochs)", x_sp.shape[0], len(genes), max_epochs)
-    mod.train(max_epochs=int(max_epochs), batch_size=batch_size, train_size=1,
-              enable_progress_bar=lightning_progress(verbose), **extra, **tkw)
-    with quiet(verbose, capture_output=True):
-        samples = mod.sample_posterior(num_samples=num_samples, batch_size=batch_size or x_sp.shape[0],
-                                       return_sites=["w_sf"], show_progress=verbose, **tkw)
-    out = {q: np.asarray(samples[f"post_sample_{name}"]["w_sf"], dtype=np.float64) for q, name in _QUANTILES.items()}
+    logger.info("cell2location: mapping %d spots x %d genes (%d epochs, %s)", x_sp.shape[0], len(genes), max_epochs,
+                backend)
+    t0 = time.perf_counter()
+    if backend == "pybridge" and batch_size is None:
+        history, steady = fast.train(mod, max_epochs=max_epochs, lr=0.002 if lr is None else lr, tkw=tkw,
+                                     verbose=verbose)
+        t1 = time.perf_counter()
+        out = fast.w_sf_summaries(mod, num_samples=num_samples, tkw=tkw, seed=seed)
+    else:
+        extra = {} if lr is None else {"lr": float(lr)}
+        timer = _EpochTimer()
+        mod.train(max_epochs=int(max_epochs), batch_size=batch_size, train_size=1,
+                  enable_progress_bar=lightning_progress(verbose), callbacks=[timer], **extra, **tkw)
+        t1 = time.perf_counter()
+        steady = timer.steady(max_epochs) or (t1 - t0) / max_epochs
+        with quiet(verbose, capture_output=True):
+            samples = mod.sample_posterior(num_samples=num_samples, batch_size=batch_size or x_sp.shape[0],
+                                           return_sites=["w_sf"], show_progress=verbose, **tkw)
+        out = {q: np.asarray(samples[f"post_sample_{name}"]["w_sf"], dtype=np.float64)
+               for q, name in _QUANTILES.items()}
+        history = _history(mod)
     detection = float(np.mean(mod.detection_mean_))
-    return out, [str(n) for n in mod.factor_names_], _history(mod), detection
+    seconds = {"training": t1 - t0, "sampling": time.perf_counter() - t1, "training_per_epoch_steady": steady}
+    return out, [str(n) for n in mod.factor_names_], history, detection, seconds
 
 
 # ---------------------------------------------------------------------------- public
@@ -199,6 +243,7 @@ def cell2location(
     reference_model_path: str | None = None,
     save_reference_model: str | None = None,
     device: str = "auto",
+    backend: str = "pybridge",
     verbose: bool | None = None,
     key_added: str = "cell2location",
     random_state: int | None = 0,
@@ -245,6 +290,12 @@ def cell2location(
         Directory where the fitted RegressionModel is saved for later reuse.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`pybridge._device.resolve_device`).
+    backend
+        How the package's mapping model is run: ``"pybridge"`` (default: JIT-traced ELBO, one
+        fused Adam, no per-step host sync, vectorised posterior draws of ``w_sf``; see
+        :mod:`pybridge.tl._cell2location_fast`; same model, guide, optimiser settings and
+        summaries) or ``"cell2location"`` (the package's ``train`` and ``sample_posterior``).
+        Minibatch training (``batch_size``) always uses the package's loop.
     verbose
         Progress bars (epoch, ELBO, time left) and messages; ``None`` follows
         ``pybridge.settings.verbosity`` (shown at the default, ``"info"``).
@@ -273,6 +324,8 @@ def cell2location(
     """
     if reference_genes not in ("all", "shared"):
         raise ValueError(f"reference_genes must be 'all' or 'shared'; got {reference_genes!r}.")
+    if backend not in ("pybridge", "cell2location"):
+        raise ValueError(f"backend must be 'pybridge' or 'cell2location'; got {backend!r}.")
     max_epochs = check_epochs("max_epochs", max_epochs, allow_none=False)
     reference_max_epochs = check_epochs("reference_max_epochs", reference_max_epochs, allow_none=False)
     num_samples = check_number("num_samples", num_samples, integer=True, minimum=1)
@@ -330,11 +383,11 @@ def cell2location(
         t_ref = time.perf_counter() - t_ref
         genes, sig_used, x_sp = spots_on_genes(spatial, inp.x_spatial, sig)
         t_map = time.perf_counter()
-        ab, cell_types, h, detection = map_spots(
+        ab, cell_types, h, detection, t_parts = map_spots(
             x_sp, spatial.obs_names.astype(str), genes, sig_used, spatial_obs=spatial.obs,
             spatial_batch_key=spatial_batch_key, n_cells_per_location=n_cells_per_location,
             detection_alpha=detection_alpha, max_epochs=max_epochs, batch_size=batch_size, num_samples=num_samples,
-            tkw=tkw, verbose=verbose, lr=lr, model_kwargs=model_kwargs)
+            tkw=tkw, verbose=verbose, lr=lr, model_kwargs=model_kwargs, backend=backend, seed=random_state)
         t_map = time.perf_counter() - t_map
     history.update(h)
     params = {
@@ -346,10 +399,11 @@ def cell2location(
         "model_kwargs": dict(model_kwargs) if model_kwargs else None,
         "reference_model_path": None if reference_model_path is None else str(reference_model_path),
         "device": dev, "random_state": random_state,
+        "backend": backend if batch_size is None else "cell2location",
     }
     return write_results(spatial, reference, inp, method="cell2location", key_added=key_added, abundances=ab,
                          cell_types=cell_types, genes=genes, signatures=sig, params=params, history=history,
-                         seconds={"reference": t_ref, "mapping": t_map},
+                         seconds={"reference": t_ref, "mapping": t_map, **t_parts},
                          extra={"detection_mean": detection, **extra})
 
 

@@ -50,6 +50,7 @@ def deconvolve(
     reference_model_path: str | None = None,
     save_reference_model: str | None = None,
     device: str = "auto",
+    backend: str = "pybridge",
     verbose: bool | None = None,
     progress_bar: bool | None = None,
     key_added: str | None = None,
@@ -68,7 +69,7 @@ def deconvolve(
         ``"cell2location"`` (default) or ``"nnls"`` (point estimates only).
     batch_key, categorical_covariate_keys, spatial_batch_key, detection_alpha, reference_max_epochs, \
 max_epochs, reference_genes, batch_size, num_samples, lr, model_kwargs, reference_model_path, \
-save_reference_model, random_state
+save_reference_model, random_state, backend
         cell2location only (see :func:`pybridge.tl.cell2location`).
     n_cells_per_location
         Expected number of cells per spot (> 0); ``nnls`` scales its abundances to this mean.
@@ -134,7 +135,7 @@ save_reference_model, random_state
         reference_max_epochs=reference_max_epochs, max_epochs=max_epochs, reference_genes=reference_genes,
         batch_size=batch_size, num_samples=num_samples, lr=lr, model_kwargs=model_kwargs, signatures=signatures,
         reference_model_path=reference_model_path, save_reference_model=save_reference_model, device=device,
-        verbose=verbose, key_added=key_added, random_state=random_state)
+        backend=backend, verbose=verbose, key_added=key_added, random_state=random_state)
 
 
 deconvolve.__doc__ = deconvolve.__doc__.format(spatial=DOC_SPATIAL, reference=DOC_REFERENCE,

@@ -6,8 +6,8 @@ Methods
   Nat Methods 15:1053. scvi-tools: Gayoso et al. 2022, Nat Biotechnol 40:163.
 - scANVI: Xu et al. 2021, *Probabilistic harmonization and annotation of single-cell
   transcriptomics data with deep generative models*, Mol Syst Biol 17:e9620.
-- scArches query mapping: Lotfollahi et al. 2022, *Mapping single-cell data to reference
-  atlases by transfer learning*, Nat Biotechnol 40:121.
+- scArches query mapping (:mod:`pybridge.tl._scvi_query`): Lotfollahi et al. 2022, *Mapping
+  single-cell data to reference atlases by transfer learning*, Nat Biotechnol 40:121.
 - Batch-aware highly variable genes: Stuart et al. 2019 (Seurat v3 variance-stabilising
   flavour), as implemented by :func:`scanpy.pp.highly_variable_genes` (``flavor="seurat_v3"``).
 
@@ -26,29 +26,55 @@ import pandas as pd
 
 from .._core import (check_counts, check_epochs, check_number, check_obs_key, clean_uns, get_matrix,
                      is_verbose, lightning_progress, logger, quiet)
-from .._device import lightning_kwargs, resolve_device
+from .._device import ScviTraining, lightning_kwargs, resolve_device, scvi_training
 from ._scanvi import train_scanvi
-from ._scvi_data import (MODEL_INFO_FILE, categorical, check_batches, check_library, counts_source,
+from ._scvi_data import (MODEL_INFO_FILE, categorical, check_batches, counts_source,
                          model_anndata, read_model_info, save_model, select_genes, training_anndata)
 
-__all__ = ["integrate_scvi", "map_query_scvi", "MODEL_INFO_FILE", "model_anndata", "read_model_info"]
+__all__ = ["integrate_scvi", "MODEL_INFO_FILE", "model_anndata", "read_model_info"]
 
 _METHODS = ("scvi", "scanvi")
 _LIKELIHOODS = ("nb", "zinb", "poisson")
 
 
-def _train_kwargs(device: str, devices, strategy, *, max_epochs, batch_size: int, progress_bar: bool,
-                  train_kwargs: dict | None) -> dict:
-    """Keyword arguments for ``model.train()``: device via pybridge._device, DDP passthrough."""
+def _train_kwargs(device: str, devices, strategy, *, max_epochs, training: ScviTraining | None, progress_bar: bool,
+                  train_kwargs: dict | None, data_loading: bool = True) -> dict:
+    """Keyword arguments for ``model.train()``: device via pybridge._device, DDP passthrough, the
+    device rule's batch size / learning rate / data loading (:func:`pybridge._device.scvi_training`;
+    ``data_loading=False``: without its data-loading arguments), the caller's ``train_kwargs`` last."""
     kw = dict(lightning_kwargs(device))
     if devices is not None:
         kw["devices"] = devices
     if strategy is not None:
         kw["strategy"] = strategy
-    kw.update(max_epochs=None if max_epochs is None else int(max_epochs), batch_size=int(batch_size),
-              enable_progress_bar=bool(progress_bar))
-    kw.update(train_kwargs or {})
+    kw.update(max_epochs=None if max_epochs is None else int(max_epochs), enable_progress_bar=bool(progress_bar))
+    if training is not None:
+        tk = training.train_kwargs()
+        kw["batch_size"] = tk.pop("batch_size")
+        if data_loading:
+            kw.update(tk)
+        if training.plan_kwargs():
+            kw["plan_kwargs"] = training.plan_kwargs()
+    for k, v in (train_kwargs or {}).items():  # the caller's values win; dicts are merged
+        kw[k] = {**kw[k], **v} if isinstance(v, dict) and isinstance(kw.get(k), dict) else v
     return kw
+
+
+def _training(device, devices, strategy, *, n_obs, n_vars, batch_size, data_loading, train_kwargs) -> ScviTraining:
+    """:func:`pybridge._device.scvi_training` for this call (several devices: scvi-tools' loader)."""
+    user_lr = ((train_kwargs or {}).get("plan_kwargs") or {}).get("lr")
+    if data_loading is None and (strategy is not None or devices not in (None, 1)):
+        data_loading = "anndata"  # distributed samplers need scvi-tools' own loader
+    return scvi_training(device, n_obs=n_obs, n_vars=n_vars, batch_size=batch_size, lr=user_lr,
+                         data_loading=data_loading)
+
+
+def _use_data_loading(model, training: ScviTraining) -> None:
+    """``"device"`` loading: scvi-tools' DeviceBackedDataSplitter for this model's ``train()``."""
+    if training.data_loading == "device":
+        from scvi.dataloaders import DeviceBackedDataSplitter
+
+        model._data_splitter_cls = DeviceBackedDataSplitter
 
 
 def _load_device_kwargs(device: str) -> dict:
@@ -89,7 +115,8 @@ def integrate_scvi(
     max_epochs: int | None = None,
     scanvi_max_epochs: int | None = None,
     kl_warmup_epochs: int | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
+    data_loading: str | None = None,
     device: str = "auto",
     devices=None,
     strategy=None,
@@ -146,7 +173,15 @@ def integrate_scvi(
         400) a shorter warm-up (e.g. ``max_epochs // 5``) gives a regularised, better-mixed
         latent space.
     batch_size
-        Minibatch size (cells).
+        Minibatch size (cells); ``None``: the device rule of :func:`pybridge._device.scvi_training`
+        (CPU: 128, scvi-tools' default; CUDA: up to 1024 with the learning rate scaled by
+        ``sqrt(batch_size / 128)``, keeping >= 32 minibatches per epoch). The chosen values are
+        in ``uns[key_added]["params"]`` (``batch_size``, ``lr``, ``data_loading``, ``training_rule``).
+    data_loading
+        ``"anndata"`` (scvi-tools' loader), ``"device"`` (a dense copy of the training matrix on
+        the device, minibatches drawn there) or ``"sparse"`` (sparse minibatches from pinned
+        memory); ``None``: the device rule (CPU: ``"anndata"``; CUDA: ``"device"`` when the copy
+        fits in a quarter of the free GPU memory, else ``"sparse"``).
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; resolved by
         :func:`pybridge._device.lightning_kwargs`.
@@ -235,7 +270,7 @@ def integrate_scvi(
     max_epochs = check_epochs("max_epochs", max_epochs)
     scanvi_max_epochs = check_epochs("scanvi_max_epochs", scanvi_max_epochs)
     kl_warmup_epochs = check_epochs("kl_warmup_epochs", kl_warmup_epochs, allow_zero=True)
-    batch_size = check_number("batch_size", batch_size, integer=True, minimum=1)
+    batch_size = check_number("batch_size", batch_size, integer=True, minimum=1, allow_none=True)
     n_latent, n_layers, n_hidden = (check_number(k, v, integer=True, minimum=1) for k, v in
                                     (("n_latent", n_latent), ("n_layers", n_layers), ("n_hidden", n_hidden)))
     min_cells_per_batch = check_number("min_cells_per_batch", min_cells_per_batch, integer=True, minimum=1)
@@ -266,7 +301,9 @@ def integrate_scvi(
     if kl_warmup_epochs is not None:
         train_kwargs = dict(train_kwargs or {})
         train_kwargs["plan_kwargs"] = {**train_kwargs.get("plan_kwargs", {}), "n_epochs_kl_warmup": kl_warmup_epochs}
-    tkw = _train_kwargs(device, devices, strategy, max_epochs=max_epochs, batch_size=batch_size,
+    training = _training(device, devices, strategy, n_obs=mdata.n_obs, n_vars=mdata.n_vars, batch_size=batch_size,
+                         data_loading=data_loading, train_kwargs=train_kwargs)
+    tkw = _train_kwargs(device, devices, strategy, max_epochs=max_epochs, training=training,
                         progress_bar=lightning_progress(verbose), train_kwargs=train_kwargs)
     with quiet(verbose):
         scvi.settings.seed = int(random_state)
@@ -274,17 +311,21 @@ def integrate_scvi(
                                       continuous_covariate_keys=cont_keys or None)
         model = scvi.model.SCVI(mdata, n_latent=n_latent, n_layers=n_layers, n_hidden=n_hidden,
                                 gene_likelihood=gene_likelihood, **(model_kwargs or {}))
-        logger.info("training scVI on %d cells x %d genes (%d batches) on %s", mdata.n_obs, mdata.n_vars,
-                    len(batch_sizes), resolved)
+        logger.info("training scVI on %d cells x %d genes (%d batches) on %s; %s", mdata.n_obs, mdata.n_vars,
+                    len(batch_sizes), resolved, training.rule)
+        _use_data_loading(model, training)
         model.train(**tkw)
         epochs = len(model.history["elbo_train"]) if "elbo_train" in model.history else tkw["max_epochs"]
         elbo = np.asarray(model.history["elbo_train"]).ravel().astype(np.float64) \
             if "elbo_train" in model.history else np.array([])
         pred = prob = None
         if method == "scanvi":
+            # the rule's batch size and learning rate, not its data loading (scANVI's own splitter)
+            skw = _train_kwargs(device, devices, strategy, max_epochs=scanvi_max_epochs, training=training,
+                                progress_bar=lightning_progress(verbose), train_kwargs=train_kwargs, data_loading=False)
             logger.info("training scANVI with labels %r", labels_key)
             model = train_scanvi(model, labels_key=labels_key, unlabeled_category=unlabeled_category,
-                                 train_kwargs=tkw, max_epochs=scanvi_max_epochs)
+                                 train_kwargs=skw, max_epochs=scanvi_max_epochs)
             pred, prob = _predictions(model)
         latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
         norm = None
@@ -300,7 +341,8 @@ def integrate_scvi(
         "categorical_covariate_keys": cat_keys or None, "continuous_covariate_keys": cont_keys or None,
         "n_latent": n_latent, "n_layers": n_layers, "n_hidden": n_hidden,
         "gene_likelihood": gene_likelihood, "max_epochs": max_epochs, "epochs_trained": int(epochs),
-        "scanvi_max_epochs": scanvi_max_epochs, "kl_warmup_epochs": kl_warmup_epochs, "batch_size": batch_size,
+        "scanvi_max_epochs": scanvi_max_epochs, "kl_warmup_epochs": kl_warmup_epochs, "batch_size": training.batch_size,
+        "lr": training.lr, "data_loading": training.data_loading, "training_rule": training.rule,
         "device": resolved, "devices": devices, "strategy": strategy, "labels_key": labels_key,
         "unlabeled_category": unlabeled_category if method == "scanvi" else None,
         "random_state": int(random_state), "save_path": None if save_path is None else str(save_path),
@@ -325,112 +367,4 @@ def integrate_scvi(
         adata.obsm[normalized_key] = norm
     adata.uns[key_added] = {"params": params, "genes": np.array(train_genes, dtype=object),
                             "batches": batch_sizes, "elbo_train": elbo}
-    return model if return_model else None
-
-
-# ----------------------------------------------------------------------------- query mapping
-
-
-def map_query_scvi(
-    query,
-    model_path: str | os.PathLike,
-    *,
-    layer: str | None = None,
-    batch_key: str | None = None,
-    labels_key: str | None = None,
-    max_epochs: int | None = 200,
-    batch_size: int = 128,
-    device: str = "auto",
-    min_gene_fraction: float = 0.5,
-    train_kwargs: dict | None = None,
-    return_model: bool = False,
-    verbose: bool | None = None,
-    progress_bar: bool | None = None,
-    key_added: str = "X_scVI",
-    random_state: int = 0,
-):
-    """Map query cells into a saved scVI/scANVI model's latent space (scArches).
-
-    The query counts are arranged in the model's gene order (:func:`scvi.model.SCVI.prepare_query_anndata`:
-    missing model genes are zero-filled, extra genes dropped), the reference model is
-    extended with the query's batches (:meth:`~scvi.model.SCVI.load_query_data`, reference
-    weights frozen) and the new batch parameters are trained briefly (weight decay 0, as in
-    the scvi-tools scArches tutorial).
-
-    Parameters
-    ----------
-    query
-        AnnData, cells x genes, raw counts in ``X`` or ``layers[layer]``. Gene identifiers must
-        match the model's (``pybridge_scvi.json`` ``genes``).
-    model_path
-        Directory written by :func:`integrate_scvi` with ``save_path`` (R: ``model.dir``).
-    batch_key
-        ``obs`` column with the query's batch when it is not named as the model's ``batch_key``.
-        Batch values new to the model become new batches.
-    labels_key
-        SCANVI models: column with known labels of query cells when not named as the model's
-        ``labels_key``; absent -> all query cells unlabelled.
-    max_epochs
-        Query training epochs, a whole number >= 0 (default 200, the scvi-tools scArches
-        tutorial value); ``None`` = scvi-tools' heuristic; ``0`` = no training (the query's
-        new batch parameters stay at their initial values: the frozen reference encoder).
-    min_gene_fraction
-        At least this fraction of the model genes must be in the query, else ``ValueError``.
-    device, batch_size, verbose, progress_bar, random_state, train_kwargs
-        As in :func:`integrate_scvi`.
-    key_added
-        ``obsm`` key for the query latent space, ``uns`` key for parameters.
-
-    Returns
-    -------
-    ``None`` or the query model (``return_model``). Writes ``obsm[key_added]`` (float32,
-    ``n_obs x n_latent``), ``uns[key_added]`` (``params``, ``genes_missing``: number of model
-    genes absent from the query), and for SCANVI models ``obs[f"{labels_key}_scanvi"]`` and
-    ``obs[f"{labels_key}_scanvi_prob"]`` (predicted label of the model's ``labels_key``, probability).
-
-    Raises
-    ------
-    FileNotFoundError
-        ``model_path`` is not a saved pybridge model directory.
-    KeyError, ValueError
-        As in :func:`integrate_scvi`; too few shared genes (counts of both and an identifier hint).
-    """
-    import scvi
-
-    max_epochs = check_epochs("max_epochs", max_epochs, allow_zero=True)
-    batch_size = check_number("batch_size", batch_size, integer=True, minimum=1)
-    min_gene_fraction = check_number("min_gene_fraction", min_gene_fraction, minimum=0, maximum=1,
-                                     exclusive_minimum=True)
-    verbose = _verbose(verbose, progress_bar)
-    info = read_model_info(model_path)
-    cls = getattr(scvi.model, info["model_class"])
-    resolve_device(device)
-    q = model_anndata(query, info, layer=layer, batch_key=batch_key, labels_key=labels_key,
-                      fill_missing_genes=True, min_gene_fraction=min_gene_fraction)
-    check_library(q.X, "model genes")
-    n_missing = int(len(info["genes"]) - len(set(map(str, query.var_names)) & set(info["genes"])))
-    tkw = _train_kwargs(device, None, None, max_epochs=max_epochs, batch_size=batch_size,
-                        progress_bar=lightning_progress(verbose), train_kwargs={"plan_kwargs": {"weight_decay": 0.0},
-                                                                 **(train_kwargs or {})})
-    with quiet(verbose):
-        scvi.settings.seed = int(random_state)
-        cls.prepare_query_anndata(q, str(model_path), inplace=True)  # no-op here: genes already in order
-        model = cls.load_query_data(q, str(model_path), **_load_device_kwargs(device))
-        if max_epochs is None or max_epochs > 0:
-            model.train(**tkw)
-        latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
-        pred = prob = None
-        if info["model_class"] == "SCANVI":
-            pred, prob = _predictions(model)
-    params = clean_uns({"model_path": str(model_path), "model_class": info["model_class"],
-                     "batch_key": info["batch_key"], "query_batch_key": batch_key, "layer": layer,
-                     "max_epochs": max_epochs, "batch_size": batch_size, "device": resolve_device(device),
-                     "random_state": int(random_state), "scvi_tools_version": scvi.__version__})
-    query.obsm[key_added] = latent
-    if pred is not None:
-        lk = info["labels_key"]
-        query.obs[f"{lk}_scanvi"] = pd.Categorical(pred, categories=sorted(set(pred.astype(str))))
-        query.obs[f"{lk}_scanvi_prob"] = prob
-    query.uns[key_added] = {"params": params, "genes_missing": n_missing,
-                            "genes": np.array(info["genes"], dtype=object)}
     return model if return_model else None

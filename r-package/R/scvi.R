@@ -60,7 +60,11 @@
 #' @param n.layers Hidden layers of encoder and decoder.
 #' @param max.epochs Training epochs; `NULL` = scvi-tools' heuristic
 #'   (`min(400, 400 * 20000 / cells)`).
-#' @param batch.size Minibatch size (cells).
+#' @param batch.size Minibatch size (cells). `NULL` (default): the device rule
+#'   (`pybridge._device.scvi_training`): 128 on the CPU, scvi-tools' default; on a GPU the
+#'   largest power of two between 128 and 1024 that keeps at least 32 minibatches per epoch,
+#'   with the learning rate scaled by `sqrt(batch.size / 128)` and the training matrix held on
+#'   the GPU when it fits. The values used are in the reduction's `misc$params`.
 #' @param covariates meta.data columns regressed out in addition to `batch`; numeric columns
 #'   are continuous covariates, others categorical.
 #' @param labels meta.data column with cell labels: trains scANVI (cells with `NA` or
@@ -89,7 +93,7 @@
 #' DimPlot(obj, reduction = "umap.scvi", group.by = "donor")
 #' }
 RunSCVI <- function(object, batch, assay = NULL, features = NULL, nfeatures = 2000, reduction.name = "scvi",
-                    reduction.key = "scVI_", n.latent = 10, n.layers = 1, max.epochs = NULL, batch.size = 128,
+                    reduction.key = "scVI_", n.latent = 10, n.layers = 1, max.epochs = NULL, batch.size = NULL,
                     covariates = NULL, labels = NULL, device = "auto", run.umap = TRUE, umap.name = "umap.scvi",
                     model.dir = NULL, seed = 0, verbose = TRUE, ...) {
   assay <- .check_seurat(object, assay)
@@ -161,7 +165,7 @@ RunSCVI <- function(object, batch, assay = NULL, features = NULL, nfeatures = 20
 #'   the command logged.
 #' @export
 MapQuerySCVI <- function(query, model.dir, assay = NULL, batch = NULL, labels = NULL, reduction.name = "scvi",
-                         reduction.key = "scVI_", max.epochs = 200, batch.size = 128, device = "auto",
+                         reduction.key = "scVI_", max.epochs = 200, batch.size = NULL, device = "auto",
                          reference = NULL, reference.reduction = "scvi", refdata = NULL, k = 15,
                          run.umap = FALSE, umap.name = "umap.scvi", seed = 0, verbose = TRUE, ...) {
   assay <- .check_seurat(query, assay, arg = "query")

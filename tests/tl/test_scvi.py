@@ -146,18 +146,84 @@ def test_scanvi_reference_query_mapping(tmp_path):
 
 
 def test_train_kwargs_device_and_ddp_passthrough(monkeypatch):
-    kw = _scvi._train_kwargs("cpu", None, None, max_epochs=5, batch_size=64, progress_bar=False,
-                             train_kwargs=None)
+    from pybridge._device import scvi_training
+
+    cpu = scvi_training("cpu", n_obs=1000, n_vars=500, batch_size=64)
+    kw = _scvi._train_kwargs("cpu", None, None, max_epochs=5, training=cpu, progress_bar=False, train_kwargs=None)
     assert kw == {"accelerator": "cpu", "devices": 1, "max_epochs": 5, "batch_size": 64,
-                  "enable_progress_bar": False}
-    kw = _scvi._train_kwargs("cpu", [0, 1], "ddp_find_unused_parameters_true", max_epochs=None, batch_size=128,
-                             progress_bar=True, train_kwargs={"early_stopping": True})
+                  "enable_progress_bar": False}  # CPU: scvi-tools' defaults, nothing added
+    kw = _scvi._train_kwargs("cpu", [0, 1], "ddp_find_unused_parameters_true", max_epochs=None,
+                             training=scvi_training("cpu", n_obs=1000, n_vars=500), progress_bar=True,
+                             train_kwargs={"early_stopping": True})
     assert kw["devices"] == [0, 1] and kw["strategy"] == "ddp_find_unused_parameters_true"
-    assert kw["max_epochs"] is None and kw["early_stopping"] is True
+    assert kw["max_epochs"] is None and kw["early_stopping"] is True and kw["batch_size"] == 128
     # cuda:N selects one GPU through pybridge._device (simulated: no GPU here)
     monkeypatch.setattr("pybridge._device._torch_cuda_available", lambda: True)
-    kw = _scvi._train_kwargs("cuda:1", None, None, max_epochs=1, batch_size=8, progress_bar=False, train_kwargs=None)
-    assert kw["accelerator"] == "gpu" and kw["devices"] == [1]
+    gpu = scvi_training("cuda:1", n_obs=50_000, n_vars=2000, free_gpu_bytes=80 * 2**30)
+    kw = _scvi._train_kwargs("cuda:1", None, None, max_epochs=1, training=gpu, progress_bar=False,
+                             train_kwargs={"plan_kwargs": {"weight_decay": 0.0}})
+    assert kw["accelerator"] == "gpu" and kw["devices"] == [1] and kw["batch_size"] == 1024
+    assert kw["plan_kwargs"] == {"lr": pytest.approx(1e-3 * 8 ** 0.5), "weight_decay": 0.0}  # merged
+    assert kw["datasplitter_kwargs"] == {"accelerator": "gpu", "device": 1, "shuffle": True}
+    # the caller's learning rate wins over the rule's
+    kw = _scvi._train_kwargs("cuda:1", None, None, max_epochs=1, training=gpu, progress_bar=False,
+                             train_kwargs={"plan_kwargs": {"lr": 5e-4}})
+    assert kw["plan_kwargs"]["lr"] == 5e-4
+    # scANVI's semi-supervised splitter takes no device-backed arguments
+    kw = _scvi._train_kwargs("cuda:1", None, None, max_epochs=1, training=gpu, progress_bar=False,
+                             train_kwargs=None, data_loading=False)
+    assert "datasplitter_kwargs" not in kw and "load_sparse_tensor" not in kw and kw["batch_size"] == 1024
+
+
+def test_gpu_rule_reaches_scvi_tools_train(monkeypatch):
+    """With a (simulated) CUDA device, integrate_scvi hands scvi-tools the rule's batch size, learning
+    rate and device-backed loading; several devices keep scvi-tools' own loader (distributed sampler)."""
+    import scvi
+
+    seen = {}
+
+    def fake_train(self, **kwargs):
+        seen.update(kwargs, splitter=self._data_splitter_cls.__name__)
+        raise RuntimeError("stop after capturing")
+
+    monkeypatch.setattr(scvi.model.SCVI, "train", fake_train)
+    monkeypatch.setattr("pybridge._device._torch_cuda_available", lambda: True)
+    monkeypatch.setattr("pybridge._device._free_gpu_bytes", lambda dev: 80 * 2**30)
+    a = _small(60)
+    big = ad.concat([a] * 60, index_unique="-")  # 7,200 cells: batch 128 by the rule (>= 32 minibatches)
+    with pytest.raises(RuntimeError, match="stop after capturing"):
+        tl.integrate_scvi(big, batch_key="donor", n_top_genes=200, device="cuda", max_epochs=1)
+    assert seen["batch_size"] == 128 and "lr" not in seen.get("plan_kwargs", {})
+    assert seen["splitter"] == "DeviceBackedDataSplitter" and seen["datasplitter_kwargs"]["shuffle"] is True
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop after capturing"):
+        tl.integrate_scvi(big, batch_key="donor", n_top_genes=200, device="cuda", max_epochs=1, batch_size=1024,
+                          data_loading="sparse")
+    assert seen["batch_size"] == 1024 and "lr" not in seen.get("plan_kwargs", {})  # given batch: lr untouched
+    assert seen["load_sparse_tensor"] is True and seen["splitter"] == "DataSplitter"
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop after capturing"):
+        tl.integrate_scvi(big, batch_key="donor", n_top_genes=200, device="cuda", max_epochs=1, devices=2,
+                          strategy="ddp_notebook")
+    assert seen["splitter"] == "DataSplitter" and "datasplitter_kwargs" not in seen
+    assert "X_scVI" not in big.obsm
+
+
+@pytest.mark.slow
+def test_device_backed_loading_trains_on_cpu_like_the_anndata_loader():
+    """The GPU rule's "device" loading path runs on the CPU too (dense copy, minibatches by
+    indexing, shuffled): same number of epochs, an ELBO as low as scvi-tools' own loader's."""
+    a = _small(100)
+    out = {}
+    for mode in ("anndata", "device"):
+        b = a.copy()
+        tl.integrate_scvi(b, batch_key="donor", n_top_genes=300, max_epochs=30, device="cpu", data_loading=mode,
+                          verbose=False, train_kwargs=LR)
+        p = b.uns["X_scVI"]["params"]
+        assert p["data_loading"] == mode and p["batch_size"] == 128 and p["epochs_trained"] == 30
+        out[mode] = b.uns["X_scVI"]["elbo_train"]
+    assert out["device"][-1] < out["device"][0]
+    assert out["device"][-1] < 1.03 * out["anndata"][-1]
 
 
 def _small(n_per_batch=60):
@@ -297,24 +363,6 @@ def test_na_batch_values_and_option_errors():
     assert "X_scVI" not in a.obsm
 
 
-def test_map_query_bad_inputs(tmp_path):
-    a = _small()
-    with pytest.raises(FileNotFoundError, match="model.pt and pybridge_scvi.json"):
-        tl.map_query_scvi(a, tmp_path)
-    # a fake model dir: only the json is read before the checks below
-    (tmp_path / "model.pt").write_bytes(b"")
-    info = {"format": "pybridge-scvi/1", "model_class": "SCVI", "genes": list(a.var_names[:200]),
-            "batch_key": "sample", "batches": ["x"], "labels_key": None, "categorical_covariate_keys": [],
-            "continuous_covariate_keys": []}
-    (tmp_path / _scvi.MODEL_INFO_FILE).write_text(json.dumps(info))
-    with pytest.raises(KeyError, match=r"'sample' \(the model's batch_key\).*Columns that exist: donor"):
-        tl.map_query_scvi(a, tmp_path)
-    b = a[:, 150:].copy()  # only 50 of the 200 model genes
-    with pytest.raises(ValueError, match=r"share only 50 genes.*at least 100"):
-        tl.map_query_scvi(b, tmp_path, batch_key="donor")
-    assert "X_scVI" not in a.obsm and "X_scVI" not in b.obsm
-
-
 # ------------------------------------------------------------------------------ the scores themselves
 
 
@@ -367,11 +415,3 @@ def test_epochs_and_sizes_out_of_range_fail_before_any_work(monkeypatch, kw, msg
     assert "X_scVI" not in a.obsm
     with pytest.raises(TypeError, match="max_epochs must be a number"):
         tl.integrate_scvi(a, batch_key="donor", device="cpu", max_epochs="10")
-
-
-def test_map_query_epochs_zero_means_no_training_negative_is_an_error(tmp_path):
-    a = _small()
-    with pytest.raises(ValueError, match="max_epochs must be at least 0, got -1"):
-        tl.map_query_scvi(a, tmp_path, max_epochs=-1)  # checked before the model directory is read
-    with pytest.raises(FileNotFoundError):  # 0 (documented: no training) passes the check
-        tl.map_query_scvi(a, tmp_path, max_epochs=0)
