@@ -9,7 +9,7 @@ Methods
 - scArches query mapping (:mod:`pybridge.tl._scvi_query`): Lotfollahi et al. 2022, *Mapping
   single-cell data to reference atlases by transfer learning*, Nat Biotechnol 40:121.
 - Batch-aware highly variable genes: Stuart et al. 2019 (Seurat v3 variance-stabilising
-  flavour), as implemented by :func:`scanpy.pp.highly_variable_genes` (``flavor="seurat_v3"``).
+  flavour), as implemented by :func:`pybridge.pp.variable_genes` (``flavor="seurat_v3"``, scanpy's rule).
 
 The model's input and the saved-model directory (``save_path``: ``model.pt`` +
 ``pybridge_scvi.json``) are defined in :mod:`pybridge.tl._scvi_data`.
@@ -136,8 +136,8 @@ def integrate_scvi(
 ):
     """Integrate batches with scVI (or scANVI) on raw counts; latent space in ``obsm[key_added]``.
 
-    Batch-aware highly variable genes are chosen on the counts (scanpy ``flavor="seurat_v3"``
-    with ``batch_key``), an scvi-tools :class:`~scvi.model.SCVI` model is trained on a copy
+    Batch-aware highly variable genes are chosen on the counts (:func:`pybridge.pp.variable_genes`,
+    ``flavor="seurat_v3"`` per batch), an scvi-tools :class:`~scvi.model.SCVI` model is trained on a copy
     restricted to those genes (the caller's matrices are never written), and the latent means
     are stored. With ``method="scanvi"`` the scVI model is then refined into
     :class:`~scvi.model.SCANVI` with ``labels_key`` (cells labelled ``unlabeled_category`` or

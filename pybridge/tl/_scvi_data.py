@@ -2,8 +2,8 @@
 that reuse a saved model: query mapping, annotation, in-silico deletion).
 
 - input checks and preparation: where counts came from (for messages), batch and covariate
-  columns, batch-aware highly variable genes (scanpy ``flavor="seurat_v3"``, Stuart et al.
-  2019), a private float32 copy of the training genes' counts;
+  columns, batch-aware highly variable genes (:func:`pybridge.pp.variable_genes`,
+  ``flavor="seurat_v3"``, Stuart et al. 2019), a private float32 copy of the training genes' counts;
 - the saved-model directory: :func:`read_model_info`, :func:`model_anndata`, :func:`save_model`.
 
 Saved-model directory (``save_path``)
@@ -115,21 +115,18 @@ def select_genes(X, var_names: pd.Index, batch: pd.Categorical, *, n_top_genes: 
     if n_top_genes is None or n_top_genes >= len(var_names):
         logger.info("using all %d genes (n_top_genes=%s >= number of genes)", len(var_names), n_top_genes)
         return [str(g) for g in var_names], None
-    import anndata as ad
-    import scanpy as sc
+    from ..pp import variable_genes
 
-    tmp = ad.AnnData(X=X, obs=pd.DataFrame({"batch": batch}, index=pd.RangeIndex(X.shape[0]).astype(str)),
-                     var=pd.DataFrame(index=pd.Index(var_names.astype(str), dtype=object)))
     hv, err = None, None
-    # seurat_v3 fits a loess (scikit-misc) of log-variance on log-mean per batch; with small
-    # batches the fit can be singular at scanpy's default span 0.3: widen it (scanpy's advice).
+    # seurat_v3 fits a loess of log-variance on log-mean per batch; with small batches the fit
+    # can be singular at the default span 0.3: widen it (scanpy's advice)
     for span in (0.3, 0.5, 1.0):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                hv = sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=int(n_top_genes),
-                                                 batch_key="batch" if len(batch.categories) > 1 else None,
-                                                 inplace=False, subset=False, span=span)
+                hv = variable_genes(X, int(n_top_genes), flavor="seurat_v3", span=span, var_names=var_names,
+                                    batch=np.asarray(batch) if len(batch.categories) > 1 else None,
+                                    check_values=False)
             if span != 0.3:
                 logger.info("seurat_v3 loess was singular at span 0.3; used span=%s", span)
             break

@@ -109,6 +109,8 @@ def map_query_scvi(
             if info["model_class"] == "SCVI":
                 _use_data_loading(model, training)
             model.train(**tkw)
+        else:  # documented "no training": the reference weights are trained; the query's new batch
+            model.is_trained_ = True  # parameters stay at their initial values (scvi-tools would refuse)
         latent = np.asarray(model.get_latent_representation(), dtype=np.float32)
         pred = prob = None
         if info["model_class"] == "SCANVI":
