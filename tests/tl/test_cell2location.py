@@ -87,3 +87,24 @@ def test_cell2location_reference_on_all_genes_maps_another_panel(lymph, truth_pa
     used = v.uns["cell2location"]["genes"]
     assert len(set(used) - set(spatial.var_names)) > 100  # genes the first panel did not have
     assert v.obsm["cell2location_mean"].shape == (v.n_obs, sig.shape[1])
+
+
+def test_progress_lines_when_verbose_and_silence_when_not(lymph, capfd):
+    """A verbose run reports its epochs (i/n, elapsed, ETA) and what it maps; verbose=False prints
+    nothing (no Lightning banners either). Five epochs: the check, not the result, matters here."""
+    from pybridge.tl import nnls
+
+    ref, vis, _ = lymph
+    v0 = vis[:200].copy()
+    sig = nnls(v0.copy(), ref, labels_key="cell_type")["signatures"]
+    capfd.readouterr()
+    cell2location(v0.copy(), signatures=sig, max_epochs=5, num_samples=10, device="cpu", verbose=True)
+    out = "".join(capfd.readouterr())
+    assert "cell2location: mapping 200 spots" in out and "cell2location mapping, epoch: 1/5 (20%)" in out
+    cell2location(v0.copy(), signatures=sig, max_epochs=5, num_samples=10, device="cpu", verbose=False)
+    out = "".join(capfd.readouterr())
+    assert "cell2location" not in out and "GPU available" not in out and "Epoch" not in out
+    # the package's own loop shows Lightning's bar when verbose
+    cell2location(v0.copy(), signatures=sig, max_epochs=3, num_samples=10, device="cpu", verbose=True,
+                  backend="cell2location")
+    assert "Epoch 3/3" in "".join(capfd.readouterr())
