@@ -128,12 +128,13 @@ def quiet(verbose: bool | None = None, *, capture_output: bool = False):
 
     Always drops Lightning's tips and the routine warnings in ``_HARMLESS``; unless the job is
     verbose (:func:`is_verbose`), also lowers Lightning / scvi-tools / Pyro / CellTypist /
-    cell2location loggers to WARNING (no seed, GPU/TPU or "training" banners) and, with
+    cell2location loggers, and pybridge's own notes, to WARNING (no seed, GPU/TPU or "training"
+    banners; ``verbose=False`` is silent but for warnings, as Seurat's ``verbose = FALSE``) and, with
     ``capture_output``, swallows what those libraries print directly (scvi's posterior-sampling
     bars, which ignore their own switches). Warnings about the user's data still show.
     """
     verbose = is_verbose(verbose)
-    saved = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    saved = {name: logging.getLogger(name).level for name in (*_NOISY_LOGGERS, logger.name)}
     for name in _TIP_LOGGERS:
         logging.getLogger(name).addFilter(_TIPS)
     try:
@@ -143,7 +144,7 @@ def quiet(verbose: bool | None = None, *, capture_output: bool = False):
                 warnings.filterwarnings("ignore", message=pat)
             if not verbose:
                 warnings.filterwarnings("ignore", module=r"scvi(\.|$)")
-                for name in _NOISY_LOGGERS:
+                for name in saved:
                     logging.getLogger(name).setLevel(logging.WARNING)
                 if capture_output:
                     stack.enter_context(contextlib.redirect_stdout(io.StringIO()))

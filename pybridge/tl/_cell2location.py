@@ -404,7 +404,7 @@ def cell2location(
     return write_results(spatial, reference, inp, method="cell2location", key_added=key_added, abundances=ab,
                          cell_types=cell_types, genes=genes, signatures=sig, params=params, history=history,
                          seconds={"reference": t_ref, "mapping": t_map, **t_parts},
-                         extra={"detection_mean": detection, **extra})
+                         extra={"detection_mean": detection, **extra}, verbose=verbose)
 
 
 cell2location.__doc__ = cell2location.__doc__.format(spatial=DOC_SPATIAL, reference=DOC_REFERENCE,

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._core import check_counts, check_number, check_obs_key, clean_uns, get_matrix, logger, shared_genes
+from .._core import check_counts, check_number, check_obs_key, clean_uns, get_matrix, is_verbose, logger, shared_genes
 
 #: fewer shared genes than this cannot separate a dozen cell types
 MIN_SHARED_GENES = 50
@@ -215,7 +215,7 @@ def frame(values, index, columns) -> pd.DataFrame:
 
 def write_results(spatial, reference, inputs: Inputs, *, method: str, key_added: str, abundances: dict,
                   cell_types, genes, signatures: pd.DataFrame, params: dict, history: dict, seconds: dict,
-                  extra: dict) -> dict:
+                  extra: dict, verbose: bool | None = None) -> dict:
     """Write the layout of the module docstring into ``spatial`` (and ``reference.varm``); return
     the summary stored in ``spatial.uns[key_added]``."""
     quantiles = [q for q in ("mean", "q05", "q95") if q in abundances]
@@ -245,6 +245,7 @@ def write_results(spatial, reference, inputs: Inputs, *, method: str, key_added:
         full = pd.DataFrame(np.nan, index=reference.var_names, columns=pd.Index(cell_types), dtype=np.float64)
         full.loc[signatures.index, :] = signatures.to_numpy(dtype=np.float64)
         reference.varm[f"{key_added}_signatures"] = full
-    logger.info("deconvolve (%s): %d spots, %d cell types, %d genes, %.1f s", method, spatial.n_obs,
-                len(cell_types), len(genes), seconds["total"])
+    if is_verbose(verbose):
+        logger.info("deconvolve (%s): %d spots, %d cell types, %d genes, %.1f s", method, spatial.n_obs,
+                    len(cell_types), len(genes), seconds["total"])
     return summary
