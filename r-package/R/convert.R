@@ -7,7 +7,7 @@
 
 .layer_names <- function(object, assay) {
   a <- object[[assay]]
-  if (.is_v5_assay(a)) SeuratObject::Layers(a) else .layer_bases(a)
+  if (.is_v5_assay(a)) .Layers(a) else .layer_bases(a)
 }
 
 # The error for a missing layer: what exists, and the fix.

@@ -27,7 +27,7 @@
     if (anyNA(b)) stop("`groups` has NA batches; every cell needs one.", call. = FALSE)
     return(factor(b))
   }
-  if (.is_v5_assay(object) && length(layers) > 1L && all(layers %in% SeuratObject::Layers(object))) {
+  if (.is_v5_assay(object) && length(layers) > 1L && all(layers %in% .Layers(object))) {
     lc <- lapply(layers, function(l) SeuratObject::Cells(object, layer = l))
     if (setequal(unlist(lc), cells) && !anyDuplicated(unlist(lc))) {
       nm <- sub("^[^.]*\\.", "", layers)  # data.CTRL -> CTRL
@@ -119,14 +119,14 @@ scVIIntegration <- function(object, assay = NULL, orig = NULL, layers = NULL, sc
   cells <- colnames(object)
   cj <- .layer_joined(object, assay, "counts", cells)
   if (is.null(cj)) {
-    have <- if (.is_v5_assay(object)) SeuratObject::Layers(object) else .layer_bases(object)
+    have <- if (.is_v5_assay(object)) .Layers(object) else .layer_bases(object)
     stop("scVIIntegration trains on raw counts, and assay '", assay, "' has no counts layers (layers: ",
          paste(have, collapse = ", "), "). Keep the counts when splitting: split(obj[[\"", assay,
          "\"]], f = obj$batch) splits counts and data.", call. = FALSE)
   }
   batch <- .integration_batch(object, assay, cells, groups, layers, cj$split)
   if (is.null(batch) || nlevels(droplevels(batch)) < 2L) {
-    have <- if (.is_v5_assay(object)) paste(SeuratObject::Layers(object), collapse = ", ") else "counts, data"
+    have <- if (.is_v5_assay(object)) paste(.Layers(object), collapse = ", ") else "counts, data"
     stop("scVIIntegration uses the layer split as the batch, and the layers of assay '", assay, "' are not ",
          "split (layers: ", have, "). Split them first: obj[[\"", assay, "\"]] <- split(obj[[\"", assay,
          "\"]], f = obj$batch), or pass groups = obj[[\"batch\"]].", call. = FALSE)

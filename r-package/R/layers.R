@@ -4,6 +4,14 @@
 
 .is_v5_assay <- function(a) inherits(a, "StdAssay")  # Assay5 (SeuratObject >= 5)
 
+# SeuratObject 5's layer functions, looked up when called: they do not exist in SeuratObject 4
+# (the host tier), so naming them as SeuratObject::Layers would fail R CMD check there.
+.so5 <- function(name) getExportedValue("SeuratObject", name)
+.Layers <- function(object, ...) .so5("Layers")(object, ...)
+.LayerData <- function(object, ...) .so5("LayerData")(object, ...)
+`.LayerData<-` <- function(object, ..., value) .so5("LayerData<-")(object, ..., value = value)
+.CreateAssay5Object <- function(...) .so5("CreateAssay5Object")(...)
+
 # The assay class new assays get: "v5" (Assay5) under SeuratObject >= 5 unless the user chose v3
 # assays as Seurat does (options(Seurat.object.assay.version = "v3")), else "v3" (Assay).
 .assay_version <- function() {
@@ -30,8 +38,8 @@
   # two-dimensional objects"): such assays are v3 Assays
   if (any(dim(counts %||% data) == 1L)) version <- "v3"
   if (version == "v5") {
-    a <- if (is.null(counts)) SeuratObject::CreateAssay5Object(data = data)
-         else SeuratObject::CreateAssay5Object(counts = counts, data = data)
+    a <- if (is.null(counts)) .CreateAssay5Object(data = data)
+         else .CreateAssay5Object(counts = counts, data = data)
   } else {
     a <- if (is.null(counts)) SeuratObject::CreateAssayObject(data = data)
          else SeuratObject::CreateAssayObject(counts = counts, check.matrix = FALSE)
@@ -44,7 +52,7 @@
 # Set one layer of an assay object (v3: counts/data/scale.data slot; v5: any layer name).
 .assay_set_layer <- function(a, layer, value) {
   if (.is_v5_assay(a)) {
-    SeuratObject::LayerData(a, layer = layer) <- value
+    .LayerData(a, layer = layer) <- value
     return(a)
   }
   if (!layer %in% c("counts", "data", "scale.data")) stop("a v3 assay has no layer '", layer, "'", call. = FALSE)
@@ -67,7 +75,7 @@
 
 # The layers of a v5 assay that make up `layer`: itself, or its split parts `<layer>.<name>`.
 .layer_family <- function(a, layer) {
-  have <- SeuratObject::Layers(a)
+  have <- .Layers(a)
   if (layer %in% have) return(layer)
   have[startsWith(have, paste0(layer, "."))]
 }
@@ -123,7 +131,7 @@
   if (!length(fam)) return(NULL)
   if (length(fam) > 1L) fam <- fam[order(substring(fam, nchar(layer) + 2L), method = "radix")]  # by split name
   notes <- character(0)
-  mats <- lapply(fam, function(l) .check_in_memory(SeuratObject::LayerData(a, layer = l, fast = TRUE), assay, l))
+  mats <- lapply(fam, function(l) .check_in_memory(.LayerData(a, layer = l, fast = TRUE), assay, l))
   # LayerData(fast = TRUE) has no dimnames: take them from the assay's maps
   for (k in seq_along(fam)) {
     dimnames(mats[[k]]) <- list(SeuratObject::Features(a, layer = fam[k]), SeuratObject::Cells(a, layer = fam[k]))
@@ -138,7 +146,7 @@
   if (!all(cells %in% all_cells)) {
     stop("layer", if (length(fam) > 1L) "s ", " ", paste(fam, collapse = ", "), " of assay '", assay, "' cover ",
          sum(cells %in% all_cells), " of the object's ", length(cells), " cells; every cell needs a value. ",
-         "Layers that exist: ", paste(SeuratObject::Layers(a), collapse = ", "), ".", call. = FALSE)
+         "Layers that exist: ", paste(.Layers(a), collapse = ", "), ".", call. = FALSE)
   }
   lfeat <- lapply(mats, rownames)
   if (is.null(features)) {
@@ -180,7 +188,7 @@
       length(m) > 0L && all(dim(m) > 0L)
     }, logical(1))])
   }
-  have <- SeuratObject::Layers(a)
+  have <- .Layers(a)
   bases <- have
   for (b in c("counts", "data", "scale.data")) bases[have == b | startsWith(have, paste0(b, "."))] <- b
   if (length(split_names)) {
@@ -233,8 +241,8 @@
   f <- md[[key]]
   if (anyNA(f)) stop("`split.by` column '", key, "' has NA values; every cell needs a layer.", call. = FALSE)
   if (recorded && !is.null(split$levels)) f <- factor(as.character(f), levels = as.character(unlist(split$levels)))
-  bases <- intersect(as.character(unlist(split$layers %||% c("counts", "data"))), SeuratObject::Layers(object[[assay]]))
-  if (!recorded) bases <- intersect(c("counts", "data"), SeuratObject::Layers(object[[assay]]))
+  bases <- intersect(as.character(unlist(split$layers %||% c("counts", "data"))), .Layers(object[[assay]]))
+  if (!recorded) bases <- intersect(c("counts", "data"), .Layers(object[[assay]]))
   object[[assay]] <- suppressMessages(split(object[[assay]], f = f, layers = bases))
   object@meta.data <- md  # `[[<-` recomputes nCount/nFeature as doubles: keep the carried columns
   if (recorded && isTRUE(as.logical(unlist(split$added)))) object@meta.data[[key]] <- NULL
@@ -279,14 +287,14 @@
   }
   fam <- .layer_family(a, "counts")
   old <- .layer_family(a, layer)
-  for (l in old) SeuratObject::LayerData(a, layer = l) <- NULL
+  for (l in old) .LayerData(a, layer = l) <- NULL
   if (length(fam) > 1L && layer != "scale.data") {
     for (l in fam) {
       part <- substring(l, nchar("counts") + 2L)
-      SeuratObject::LayerData(a, layer = paste0(layer, ".", part)) <- value[, SeuratObject::Cells(a, layer = l), drop = FALSE]
+      .LayerData(a, layer = paste0(layer, ".", part)) <- value[, SeuratObject::Cells(a, layer = l), drop = FALSE]
     }
   } else {
-    SeuratObject::LayerData(a, layer = layer) <- value[, colnames(object), drop = FALSE]
+    .LayerData(a, layer = layer) <- value[, colnames(object), drop = FALSE]
   }
   md <- object@meta.data
   object[[assay]] <- a
