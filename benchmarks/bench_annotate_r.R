@@ -14,7 +14,7 @@ load_set <- function(which) {
   obj <- readRDS(j$file[[1]])
   obj <- subset(obj, cells = j$cell)
   DefaultAssay(obj) <- "RNA"
-  obj <- DietSeurat(obj, assays = "RNA", counts = TRUE, data = FALSE)
+  obj <- DietSeurat(obj, assays = "RNA", counts = TRUE, data = TRUE)
   list(obj = obj[, j$cell], labels = j$label)
 }
 r <- load_set("ref")
