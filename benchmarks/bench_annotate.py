@@ -107,7 +107,7 @@ def run_logreg(ref, query, key, opts):
     """The issue's baseline: LogisticRegression (C = 0.1) on log1p CP10k over the shared genes."""
     from sklearn.linear_model import LogisticRegression
 
-    from pybridge.models._tosica import align_genes, counts_matrix, log_normalize
+    from pybridge.models._tosica_data import lognorm_over
 
     t0 = time.perf_counter()
     genes = [g for g in map(str, ref.var_names) if g in set(map(str, query.var_names))]
@@ -115,8 +115,7 @@ def run_logreg(ref, query, key, opts):
     keep = np.flatnonzero(lab.notna().to_numpy())
 
     def norm(a):
-        return log_normalize(align_genes(counts_matrix(a, None, name="data"), list(map(str, a.var_names)), genes),
-                             1e4)
+        return lognorm_over(a, None, genes, name="data")
 
     clf = LogisticRegression(C=float(opts.get("C", 0.1)), max_iter=1000).fit(norm(ref)[keep],
                                                                             lab.iloc[keep].astype(str))

@@ -1,15 +1,15 @@
 """TOSICA-style cell-type annotation model: train on a labelled reference, predict a query.
 
-The model class (data handling, training, prediction, save/load) around the torch network in
-:mod:`._tosica_module`, split like scvi-tools' model / module.
+The model class (data, training, prediction, save/load) around the torch network in
+:mod:`._tosica_module`, split like scvi-tools' model / module; the loops over cells
+(training, batched inference) are in :mod:`._tosica_loops`, the data helpers in :mod:`._tosica_data`, the calibrated "Unknown" in
+:mod:`._novelty`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._core import check_obs_key, logger, shared_genes
 from .._device import resolve_device, torch_device
-from .._core import check_counts, check_obs_key, get_matrix, logger, shared_genes
+from ._novelty import ReferenceProfiles
+from ._tosica_loops import forward_all, query_probabilities
+from ._tosica_data import (align_genes, auto_batch_size, build_tokens, counts_matrix, gene_stats,  # noqa: F401
+                           lognorm_over, reference_fingerprint, top_variable)
 
-_WEIGHTS = "tosica_weights.pt"
-_CONFIG = "tosica.json"
-_FORMAT = 1
+SCALINGS = ("reference", "query", "balanced")
 
 
 @dataclass
@@ -32,70 +34,24 @@ class TOSICAPrediction:
     Attributes
     ----------
     labels
-        Categorical Series: the predicted class, or ``"Unknown"`` where ``probability`` is
-        below ``unknown_threshold``.
+        Categorical Series: the predicted class, or ``"Unknown"`` (see ``unknown_threshold``).
     probability
-        Float Series: the highest softmax probability (of the predicted class), in [0, 1].
+        Float Series: the highest class probability (of the predicted class), in [0, 1].
     probabilities
-        DataFrame cells x classes: the softmax probabilities.
+        DataFrame cells x classes: the class probabilities.
     attention
         DataFrame cells x tokens (gene sets, then unannotated/learned tokens): the class
         token's attention over each token in the last layer (mean over heads), or ``None``.
+    similarity
+        Float Series: correlation of the cell with the reference profile of its predicted
+        class (the calibrated "Unknown" score; "Unknown" below the model's threshold).
     """
 
     labels: pd.Series
     probability: pd.Series
     probabilities: pd.DataFrame
     attention: pd.DataFrame | None
-
-
-def counts_matrix(adata, layer: str | None, *, name: str) -> sp.csr_matrix:
-    """Counts of ``adata`` (``X`` or ``layers[layer]``) as CSR float32, checked to be counts."""
-    x = get_matrix(adata, layer)
-    where = f"{name} {'X' if layer is None else 'layer ' + repr(layer)}"
-    arg = {"query": "layer=", "reference": "reference_layer="}.get(name, "layer=")
-    check_counts(x, name=where, hint=f"pass the layer holding raw counts ({arg}...)")
-    x = sp.csr_matrix(x, dtype=np.float32)
-    return x
-
-
-def align_genes(x: sp.csr_matrix, have: list[str], genes: list[str]) -> sp.csr_matrix:
-    """Columns of ``x`` (named ``have``) reordered to ``genes``; genes not in ``have`` are 0."""
-    pos = {g: i for i, g in enumerate(have)}
-    src = np.array([pos.get(g, -1) for g in genes])
-    ok = src >= 0
-    sel = sp.csr_matrix(
-        (np.ones(ok.sum(), dtype=np.float32), (src[ok], np.flatnonzero(ok))), shape=(len(have), len(genes))
-    )
-    return sp.csr_matrix(x @ sel)
-
-
-def log_normalize(x: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
-    """``log1p(x / rowsum * target_sum)`` on a copy (rows that sum to 0 stay 0)."""
-    x = sp.csr_matrix(x, dtype=np.float32, copy=True)
-    s = np.asarray(x.sum(axis=1)).ravel()
-    scale = np.where(s > 0, target_sum / np.maximum(s, 1e-12), 0.0).astype(np.float32)
-    x.data *= np.repeat(scale, np.diff(x.indptr))
-    np.log1p(x.data, out=x.data)
-    return x
-
-
-def auto_batch_size(n_cells: int) -> int:
-    """Cells per training step when none is given: 256, smaller for small references so that an
-    epoch has at least 16 steps (never below 32)."""
-    return int(max(1, min(n_cells, 256, max(32, n_cells // 16))))
-
-
-def _top_variable(x: sp.csr_matrix, n: int) -> np.ndarray:
-    """Indices (sorted) of the ``n`` most variable genes of log-normalised ``x`` (scanpy, Seurat flavour)."""
-    import anndata as ad
-    import scanpy as sc
-
-    a = ad.AnnData(X=x.copy())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.highly_variable_genes(a, n_top_genes=n, flavor="seurat")
-    return np.sort(np.flatnonzero(a.var["highly_variable"].to_numpy()))
+    similarity: pd.Series | None = None
 
 
 class TOSICA:
@@ -119,6 +75,14 @@ class TOSICA:
     ``+-clip``; whole gene-set tokens are dropped at random during training
     (``token_dropout``); gene sets are chosen per label (round robin over the labels' most
     specific sets) under TOSICA's cap of 300; a class-balanced, label-smoothed loss.
+
+    Across studies (measured in benchmarks/bench_annotate.py on pbmc_3tech <-> kang_ifnb): the
+    query is standardised with its own per-gene statistics, its cells weighted to the
+    reference's cell-type composition (``input_scaling="balanced"``), and a linear head over
+    all genes (an L2 logistic regression, ``linear_C``) is averaged with the transformer's
+    probabilities. A cell is "Unknown" when it does not resemble the reference cells of its
+    predicted type (correlation with their mean standardised profile below a threshold set on
+    held-out reference cells, :mod:`pybridge.models._novelty`).
 
     Normalisation: counts over the model's genes are scaled to ``target_sum`` (1e4) per cell
     and ``log1p``-transformed, identically for reference and query (and any later query); the
@@ -162,6 +126,16 @@ class TOSICA:
         Per-cell total after normalisation.
     scale, clip
         Standardise each gene with the reference mean/sd, then clip to ``[-clip, clip]``.
+    input_scaling
+        Statistics that standardise a query: ``"reference"`` (the reference's), ``"query"``
+        (the query's own) or ``"balanced"`` (the query's own, its cells weighted to the
+        reference's composition by a first-pass prediction). Training always uses the
+        reference's; :meth:`embed` always uses the reference's.
+    linear_C
+        Inverse L2 strength of the linear head over all genes (scikit-learn
+        ``LogisticRegression(C=...)``); ``None``: no linear head.
+    unknown_quantile
+        Share of held-out reference cells the "Unknown" threshold would reject.
 
     Attributes
     ----------
@@ -177,13 +151,19 @@ class TOSICA:
         True when no gene set was usable and learned tokens were used instead.
     history : list[dict]
         Per-epoch training loss and accuracy.
+    reference : dict
+        What the model was trained on (labels column, classes, cell count, a hash of cell
+        names and labels).
     """
 
     def __init__(self, gene_sets=None, *, min_set_size: int = 5, max_set_size: int = 300,
                  max_gene_sets: int | None = 300, rank_gene_sets: str = "label", max_overlap: float = 0.8,
                  n_unannotated: int = 1, n_learned_tokens: int = 64, token_dim: int = 48, n_heads: int = 4,
                  n_layers: int = 1, dropout: float = 0.1, token_dropout: float = 0.5, input_dropout: float = 0.0,
-                 target_sum: float = 1e4, scale: bool = True, clip: float = 2.0):
+                 target_sum: float = 1e4, scale: bool = True, clip: float = 2.0, input_scaling: str = "balanced",
+                 linear_C: float | None = 0.1, unknown_quantile: float = 0.05):
+        if input_scaling not in SCALINGS:
+            raise ValueError(f"input_scaling must be one of {', '.join(SCALINGS)}, got {input_scaling!r}.")
         self.gene_sets = gene_sets
         self.config = dict(
             min_set_size=int(min_set_size), max_set_size=int(max_set_size),
@@ -191,9 +171,9 @@ class TOSICA:
             rank_gene_sets=str(rank_gene_sets), max_overlap=float(max_overlap),
             n_unannotated=int(n_unannotated), n_learned_tokens=int(n_learned_tokens),
             token_dim=int(token_dim), n_heads=int(n_heads), n_layers=int(n_layers), dropout=float(dropout),
-            target_sum=float(target_sum), scale=bool(scale),
-            input_dropout=float(input_dropout), token_dropout=float(token_dropout),
-            clip=float(clip),
+            target_sum=float(target_sum), scale=bool(scale), input_dropout=float(input_dropout),
+            token_dropout=float(token_dropout), clip=float(clip), input_scaling=str(input_scaling),
+            linear_C=None if linear_C is None else float(linear_C), unknown_quantile=float(unknown_quantile),
         )
         self.module = None
         self.genes: list[str] | None = None
@@ -203,6 +183,8 @@ class TOSICA:
         self.fallback = False
         self.gene_set_source = ""
         self.labels_key: str | None = None
+        self.reference: dict = {}
+        self.profiles: ReferenceProfiles | None = None
         self.history: list[dict] = []
         self.train_info: dict = {}
         self.device = "cpu"
@@ -237,44 +219,11 @@ class TOSICA:
             (logger.warning if frac > 0.1 else logger.info)(
                 "%s lacks %d of the model's %d genes (%.0f%%); they are set to 0.",
                 name, n - len(present), n, 100 * frac)
-        x = counts_matrix(adata, layer, name=name)
-        x = align_genes(x, have, self.genes)
-        return log_normalize(x, self.config["target_sum"])
+        return lognorm_over(adata, layer, self.genes, name=name, target_sum=self.config["target_sum"])
 
     def _build_tokens(self, genes, xn, labels, rng):
-        from .._core import resolve_gene_sets, select_gene_sets
-
-        cfg = self.config
-        sets, source = resolve_gene_sets(self.gene_sets)
-        self.gene_set_source = source
-        chosen, info = select_gene_sets(
-            sets, genes, min_size=cfg["min_set_size"], max_size=cfg["max_set_size"],
-            max_sets=cfg["max_gene_sets"], rank_by=cfg["rank_gene_sets"], X=xn, labels=labels,
-            max_overlap=cfg["max_overlap"],
-        ) if sets else ({}, None)
-        self.gene_set_table = info
-        names, members = list(chosen), [chosen[k] for k in chosen]
-        self.fallback = not names
-        if self.fallback:
-            n_tok = max(1, cfg["n_learned_tokens"])
-            k = max(cfg["min_set_size"], int(round(0.015 * len(genes))))
-            k = min(k, len(genes))
-            msg = (f"no usable gene sets ({len(sets)} given from {source}; none has "
-                   f"{cfg['min_set_size']}-{cfg['max_set_size']} of the {len(genes)} model genes): "
-                   f"using {n_tok} learned tokens over random gene subsets of {k} genes instead; "
-                   "their attention has no pathway meaning.")
-            warnings.warn(msg, UserWarning, stacklevel=3)
-            logger.warning(msg)
-            for i in range(n_tok):
-                names.append(f"LEARNED_TOKEN_{i + 1}")
-                members.append([genes[j] for j in np.sort(rng.choice(len(genes), k, replace=False))])
-        covered = set().union(*map(set, members)) if members else set()
-        rest = [g for g in genes if g not in covered]
-        if rest and cfg["n_unannotated"] > 0:
-            for i in range(cfg["n_unannotated"]):
-                names.append(f"UNANNOTATED_{i + 1}")
-                members.append(rest)
-        self.token_names, self.token_genes = names, members
+        self.token_names, self.token_genes, self.fallback, self.gene_set_source, self.gene_set_table = build_tokens(
+            self.gene_sets, genes, xn, labels, rng, self.config)
 
     def _make_module(self):
         from ._tosica_module import TOSICAModule
@@ -284,15 +233,15 @@ class TOSICA:
         token_idx = [[pos[g] for g in m] for m in self.token_genes]
         return TOSICAModule(len(self.genes), token_idx, len(self.classes), token_dim=cfg["token_dim"],
                             n_heads=cfg["n_heads"], n_layers=cfg["n_layers"], dropout=cfg["dropout"],
-                            input_dropout=cfg.get("input_dropout", 0.0),
-                            token_dropout=cfg.get("token_dropout", 0.0), clip=cfg.get("clip", 10.0))
+                            input_dropout=cfg.get("input_dropout", 0.0), token_dropout=cfg.get("token_dropout", 0.0),
+                            clip=cfg.get("clip", 10.0), linear_head=cfg.get("linear_C") is not None)
 
     # ------------------------------------------------------------------ training
     def fit(self, adata, labels_key: str, *, layer: str | None = None, genes=None,
             n_top_genes: int | None = None, max_epochs: int = 20,
             batch_size: int | None = None, learning_rate: float = 1e-3, weight_decay: float = 0.01,
             class_weight: str | None = "balanced", label_smoothing: float = 0.1, device: str = "auto",
-            random_state: int = 0) -> "TOSICA":
+            random_state: int = 0, verbose: bool | None = None) -> "TOSICA":
         """Train on a labelled reference.
 
         Parameters
@@ -306,9 +255,8 @@ class TOSICA:
         genes
             Input genes (e.g. those shared with the query); ``None``: all of ``adata``'s genes.
         n_top_genes
-            Keep only this many highly variable genes of ``genes`` (scanpy
-            ``highly_variable_genes``, Seurat flavour, on the log-normalised reference);
-            ``None``: all ``genes``.
+            Keep only this many highly variable genes of ``genes`` (Seurat flavour, on the
+            log-normalised reference; :func:`pybridge.pp.variable_genes`); ``None``: all ``genes``.
         max_epochs, learning_rate, weight_decay
             AdamW with a cosine learning-rate decay over ``max_epochs`` passes.
         batch_size
@@ -323,6 +271,8 @@ class TOSICA:
             ``"auto"``, ``"cpu"`` or ``"cuda"``.
         random_state
             Seed for initialisation, batching and dropout.
+        verbose
+            Progress lines per epoch (``None``: follow ``pybridge.settings.verbosity``).
 
         Returns
         -------
@@ -338,6 +288,8 @@ class TOSICA:
         """
         import torch
 
+        from ._tosica_loops import fit_linear_head, train_network
+
         check_obs_key(adata, labels_key, what="labels_key")
         t0 = time.perf_counter()
         rng = np.random.default_rng(random_state)
@@ -351,81 +303,47 @@ class TOSICA:
         if len(set(genes)) != len(genes):
             raise ValueError("genes must be unique (the reference has duplicated gene names?).")
         lab = adata.obs[labels_key]
-        keep = ~lab.isna().to_numpy()
-        if not keep.all():
-            logger.info("leaving out %d reference cells with no %s", int((~keep).sum()), labels_key)
-        lab = lab[keep].astype(str).to_numpy()
+        keep = np.flatnonzero(~lab.isna().to_numpy())
+        if len(keep) < adata.n_obs:
+            logger.info("leaving out %d reference cells with no %s", adata.n_obs - len(keep), labels_key)
+        lab = lab.iloc[keep].astype(str).to_numpy()
         classes = sorted(set(lab))
         if len(classes) < 2:
             raise ValueError(f"obs[{labels_key!r}] has {len(classes)} labelled class(es); at least 2 are needed.")
-        self.genes, self.classes, self.labels_key = genes, classes, labels_key
-        x = counts_matrix(adata, layer, name="reference")[np.flatnonzero(keep)]
-        x = log_normalize(align_genes(x, have, genes), self.config["target_sum"])
+        self.classes, self.labels_key = classes, labels_key
+        self.reference = reference_fingerprint(adata, labels_key)
+        x = lognorm_over(adata, layer, genes, name="reference", target_sum=self.config["target_sum"])[keep]
         if n_top_genes is not None and n_top_genes < len(genes):
-            hv = _top_variable(x, int(n_top_genes))
+            genes = [genes[i] for i in top_variable(x, int(n_top_genes))]
             # normalisation is over the model's genes: redo it on the kept genes
-            genes = [genes[i] for i in hv]
-            self.genes = genes
-            x = counts_matrix(adata, layer, name="reference")[np.flatnonzero(keep)]
-            x = log_normalize(align_genes(x, have, genes), self.config["target_sum"])
+            x = lognorm_over(adata, layer, genes, name="reference", target_sum=self.config["target_sum"])[keep]
             logger.info("kept %d highly variable genes", len(genes))
+        self.genes = genes
         y = np.searchsorted(np.array(classes), lab)
 
         self._build_tokens(genes, x, lab, rng)
         self.module = self._make_module()
         if self.config["scale"]:
-            mean = np.asarray(x.mean(axis=0)).ravel()
-            var = np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean ** 2
-            sd = np.sqrt(np.maximum(var, 0))
-            inv = np.where(sd > 1e-6, 1.0 / np.maximum(sd, 1e-6), 0.0)
-            self.module.gene_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-            self.module.gene_inv_sd.copy_(torch.as_tensor(inv, dtype=torch.float32))
+            mean, inv = gene_stats(x)
+            self.module.gene_mean.copy_(torch.as_tensor(mean))
+            self.module.gene_inv_sd.copy_(torch.as_tensor(inv))
         self.device = resolve_device(device)
         dev = torch_device(self.device)
         self.module.to(dev)
-
-        counts = np.bincount(y, minlength=len(classes)).astype(float)
-        if class_weight == "balanced":
-            w = 1.0 / np.sqrt(np.maximum(counts, 1))
-            w = w / (w * counts).sum() * counts.sum()
-        elif class_weight is None:
-            w = np.ones(len(classes))
-        else:
-            raise ValueError(f"class_weight must be 'balanced' or None, got {class_weight!r}.")
-        loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w, dtype=torch.float32, device=dev),
-                                            label_smoothing=float(label_smoothing))
-        opt = torch.optim.AdamW(self.module.parameters(), lr=learning_rate, weight_decay=weight_decay)
         n = x.shape[0]
         bs = auto_batch_size(n) if batch_size is None else int(min(batch_size, n))
-        steps_per_epoch = math.ceil(n / bs)
-        total = max(1, steps_per_epoch * int(max_epochs))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.99 + 0.01)
-        yt = torch.as_tensor(y, dtype=torch.long)
-        self.history = []
-        self.module.train()
         t_loop = time.perf_counter()
-        for epoch in range(int(max_epochs)):
-            perm = rng.permutation(n)
-            tot_loss = tot_ok = 0.0
-            for s in range(0, n, bs):
-                idx = perm[s:s + bs]
-                if idx.size < 2 and n > 1:  # BatchNorm-free, but a 1-cell step is noise
-                    continue
-                xb = torch.from_numpy(x[idx].toarray()).to(dev)
-                yb = yt[idx].to(dev)
-                out = self.module(xb)
-                loss = loss_fn(out["logits"], yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                tot_loss += float(loss.detach()) * idx.size
-                tot_ok += float((out["logits"].argmax(1) == yb).sum())
-            self.history.append({"epoch": epoch + 1, "loss": tot_loss / n, "accuracy": tot_ok / n})
-        self.module.eval()
-        secs = time.perf_counter() - t0
+        self.history = train_network(self.module, x, y, n_classes=len(classes), max_epochs=int(max_epochs),
+                                     batch_size=bs, learning_rate=learning_rate, weight_decay=weight_decay,
+                                     class_weight=class_weight, label_smoothing=label_smoothing, device=dev,
+                                     rng=rng, verbose=verbose)
         loop = time.perf_counter() - t_loop
+        if self.config.get("linear_C") is not None:
+            fit_linear_head(self.module, x, y, n_classes=len(classes), C=self.config["linear_C"],
+                            random_state=random_state)
+            self.module.to(dev)
+        self.profiles = ReferenceProfiles(self.config["unknown_quantile"]).fit(x, y, classes)
+        secs = time.perf_counter() - t0
         self.train_info = dict(
             n_cells=int(n), n_genes=len(genes), n_tokens=len(self.token_names),
             n_gene_set_tokens=0 if self.fallback else sum(not t.startswith("UNANNOTATED_") for t in self.token_names),
@@ -436,6 +354,7 @@ class TOSICA:
             cells_per_second=float(n * int(max_epochs) / max(loop, 1e-9)),
             final_loss=self.history[-1]["loss"] if self.history else float("nan"),
             final_train_accuracy=self.history[-1]["accuracy"] if self.history else float("nan"),
+            unknown_threshold=self.profiles.threshold,
         )
         logger.info("TOSICA trained on %d cells x %d genes, %d tokens, %d epochs in %.1fs (train acc %.3f)",
                     n, len(genes), len(self.token_names), max_epochs, secs,
@@ -443,28 +362,10 @@ class TOSICA:
         return self
 
     # ------------------------------------------------------------------ inference
-    def _forward_all(self, x: sp.csr_matrix, *, batch_size: int, attention: bool):
-        import torch
+    def _forward_all(self, x: sp.csr_matrix, *, batch_size: int, attention: bool, stats=None):
+        return forward_all(self, x, batch_size=batch_size, attention=attention, stats=stats)
 
-        dev = torch_device(self.device)
-        self.module.eval()
-        logits, emb, att = [], [], []
-        with torch.inference_mode():
-            for s in range(0, x.shape[0], batch_size):
-                xb = torch.from_numpy(x[s:s + batch_size].toarray()).to(dev)
-                out = self.module(xb, need_attention=attention)
-                logits.append(out["logits"].float().cpu().numpy())
-                emb.append(out["embedding"].float().cpu().numpy())
-                if attention:
-                    att.append(out["attention"].float().cpu().numpy())
-        k = len(self.classes)
-        d = self.config["token_dim"]
-        return (np.concatenate(logits) if logits else np.zeros((0, k), np.float32),
-                np.concatenate(emb) if emb else np.zeros((0, d), np.float32),
-                (np.concatenate(att) if att else np.zeros((0, len(self.token_names)), np.float32))
-                if attention else None)
-
-    def predict(self, adata, *, layer: str | None = None, unknown_threshold: float = 0.5,
+    def predict(self, adata, *, layer: str | None = None, unknown_threshold: float | str = "auto",
                 batch_size: int = 1024, attention: bool = True) -> TOSICAPrediction:
         """Predict cell types of a query.
 
@@ -474,7 +375,10 @@ class TOSICA:
             Query AnnData, raw counts in ``X`` (or ``layers[layer]``); genes matched by name to
             :attr:`genes` (missing genes are 0; an error when fewer than half are present).
         unknown_threshold
-            Cells whose highest probability is below this are labelled ``"Unknown"``.
+            ``"auto"``: a cell is ``"Unknown"`` when its correlation with the reference profile
+            of its predicted type is below the threshold calibrated on held-out reference
+            cells (:class:`pybridge.models._novelty.ReferenceProfiles`); a number: when its
+            highest class probability is below it (0: never).
         batch_size
             Cells per forward pass.
         attention
@@ -486,27 +390,31 @@ class TOSICA:
         """
         self._check_trained()
         x = self._inputs(adata, layer, name="query")
-        logits, _, att = self._forward_all(x, batch_size=batch_size, attention=attention)
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        p, _, att = query_probabilities(self, x, batch_size=batch_size, attention=attention)
         idx = pd.Index(map(str, adata.obs_names))
         best = p.argmax(axis=1) if p.shape[0] else np.zeros(0, int)
         prob = p.max(axis=1) if p.shape[0] else np.zeros(0)
+        if unknown_threshold == "auto" and self.profiles is not None and p.shape[0]:
+            unknown, sim = self.profiles.is_unknown(x, best)
+        else:  # a probability threshold (models saved before calibration: 0.5)
+            unknown, sim = prob < (0.5 if unknown_threshold == "auto" else float(unknown_threshold)), None
         lab = np.array(self.classes, dtype=object)[best]
-        lab[prob < unknown_threshold] = "Unknown"
+        lab[unknown] = "Unknown"
         cats = list(self.classes) + (["Unknown"] if "Unknown" not in self.classes else [])
         return TOSICAPrediction(
             labels=pd.Series(pd.Categorical(lab, categories=cats), index=idx),
             probability=pd.Series(prob.astype(np.float64), index=idx),
-            probabilities=pd.DataFrame(p, index=idx, columns=list(self.classes)),
+            probabilities=pd.DataFrame(p.astype(np.float64), index=idx, columns=list(self.classes)),
             attention=None if att is None else pd.DataFrame(att, index=idx, columns=list(self.token_names)),
+            similarity=None if sim is None else pd.Series(np.asarray(sim, dtype=np.float64), index=idx),
         )
 
     def embed(self, adata, *, layer: str | None = None, batch_size: int = 1024) -> np.ndarray:
         """Class-token embedding (cells x ``token_dim``, float32): the input of the head.
 
         ``adata`` holds counts (genes matched by name to :attr:`genes`, missing genes 0); it is
-        normalised as in training.
+        normalised as in training and standardised with the reference's statistics (so a
+        gene set to zero in every cell, as in in-silico deletion, stays visible).
         """
         self._check_trained()
         x = self._inputs(adata, layer, name="data")
@@ -514,33 +422,18 @@ class TOSICA:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, overwrite: bool = False) -> Path:
-        """Save to directory ``path`` (``tosica.json`` + ``tosica_weights.pt``); returns it.
+        """Save to directory ``path`` (``tosica.json`` + ``tosica_weights.pt``, written
+        atomically); returns it.
 
         Raises
         ------
         FileExistsError
             If ``path`` already holds a model and ``overwrite`` is False.
         """
-        import torch
+        from ._tosica_io import save
 
         self._check_trained()
-        path = Path(path)
-        if (path / _CONFIG).exists() and not overwrite:
-            raise FileExistsError(f"{path} already holds a TOSICA model; pass overwrite=True to replace it.")
-        path.mkdir(parents=True, exist_ok=True)
-        meta = dict(
-            format=_FORMAT, config=self.config, genes=self.genes, classes=self.classes,
-            labels_key=self.labels_key, token_names=self.token_names, token_genes=self.token_genes,
-            fallback=self.fallback, gene_set_source=self.gene_set_source, history=self.history,
-            train_info=self.train_info,
-        )
-        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        tmp = path / (_WEIGHTS + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path / _WEIGHTS)
-        (path / _CONFIG).write_text(json.dumps(meta))
-        logger.info("saved TOSICA model to %s", path)
-        return path
+        return save(self, Path(path), overwrite=overwrite)
 
     @classmethod
     def load(cls, path, *, device: str = "auto") -> "TOSICA":
@@ -550,23 +443,9 @@ class TOSICA:
         ------
         FileNotFoundError
             If ``path`` holds no ``tosica.json`` / ``tosica_weights.pt``.
+        ValueError
+            If it was written by a newer pybridge.
         """
-        import torch
+        from ._tosica_io import load
 
-        path = Path(path)
-        if not (path / _CONFIG).exists() or not (path / _WEIGHTS).exists():
-            raise FileNotFoundError(f"{path} is not a saved TOSICA model (needs {_CONFIG} and {_WEIGHTS}).")
-        meta = json.loads((path / _CONFIG).read_text())
-        if meta.get("format", 0) > _FORMAT:
-            raise ValueError(f"{path} was written by a newer pybridge (format {meta['format']}).")
-        self = cls(gene_sets=None, **meta["config"])
-        self.genes, self.classes = meta["genes"], meta["classes"]
-        self.labels_key = meta.get("labels_key")
-        self.token_names, self.token_genes = meta["token_names"], meta["token_genes"]
-        self.fallback, self.gene_set_source = meta["fallback"], meta.get("gene_set_source", "")
-        self.history, self.train_info = meta.get("history", []), meta.get("train_info", {})
-        self.module = self._make_module()
-        state = torch.load(path / _WEIGHTS, map_location="cpu", weights_only=True)
-        self.module.load_state_dict(state)
-        self.module.eval()
-        return self.to(device)
+        return load(cls, Path(path)).to(device)

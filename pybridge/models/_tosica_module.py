@@ -18,6 +18,10 @@ interpretable cell type annotation"):
    token alone (its queries are the class token, keys/values all tokens): exactly the class
    token's output of the full layer at ``1 / n_tokens`` of the attention cost.
 4. LayerNorm + linear classification head on the class token.
+5. Optionally (``linear_head``), a linear classifier on all standardised genes (clipped to
+   +-10) next to the gene-set tokens: its logits are returned separately
+   (``linear_logits``); the model averages the two heads' probabilities. Its weights are
+   fitted by the model (an L2 logistic regression), not by back-propagation.
 
 The class token's attention over the gene-set tokens in the last layer (mean over heads) is
 the per-cell pathway attention TOSICA reports.
@@ -178,18 +182,22 @@ class TOSICAModule(nn.Module):
         Training-time dropout of input genes / of whole gene-set tokens.
     clip
         Standardised inputs are clipped to ``[-clip, clip]``.
+    linear_head
+        Also hold a linear classifier over all genes (``linear_logits``).
 
     ``forward(x)`` with ``x`` ``(batch, n_genes)`` returns a dict: ``logits`` ``(batch,
     n_labels)``, ``embedding`` ``(batch, token_dim)`` (class token after the final LayerNorm,
-    the input of the head) and, with ``need_attention=True``, ``attention`` ``(batch,
-    n_tokens)`` (class-token attention over the gene-set tokens in the last layer, mean over
-    heads; the class token's attention to itself is left out, so rows sum to <= 1).
+    the input of the head), ``linear_logits`` when the model has a linear head and, with
+    ``need_attention=True``, ``attention`` ``(batch, n_tokens)`` (class-token attention over
+    the gene-set tokens in the last layer, mean over heads; the class token's attention to
+    itself is left out, so rows sum to <= 1). ``stats=(mean, inv_sd)`` standardises with
+    other per-gene statistics than the reference's (e.g. the query's own).
     """
 
     def __init__(self, n_genes: int, token_genes: Sequence[Sequence[int]], n_labels: int, *,
                  token_dim: int = 48, n_heads: int = 4, n_layers: int = 1, dropout: float = 0.1,
                  mlp_ratio: float = 4.0, input_dropout: float = 0.0,
-                 token_dropout: float = 0.0, clip: float = 10.0):
+                 token_dropout: float = 0.0, clip: float = 10.0, linear_head: bool = False):
         super().__init__()
         self.token_dropout = float(token_dropout)
         self.input_dropout = nn.Dropout(input_dropout)
@@ -207,9 +215,14 @@ class TOSICAModule(nn.Module):
         )
         self.norm = nn.LayerNorm(token_dim)
         self.head = nn.Linear(token_dim, n_labels)
+        self.linear = nn.Linear(n_genes, n_labels) if linear_head else None
+        if self.linear is not None:
+            self.linear.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, *, need_attention: bool = False) -> dict:
-        x = ((x - self.gene_mean) * self.gene_inv_sd).clamp(-self.clip, self.clip)
+    def forward(self, x: torch.Tensor, *, need_attention: bool = False, stats=None) -> dict:
+        mean, inv = (self.gene_mean, self.gene_inv_sd) if stats is None else stats
+        xs = (x - mean) * inv
+        x = xs.clamp(-self.clip, self.clip)
         tok = self.embed_tokens(self.input_dropout(x))
         h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tok], dim=1)
         key_mask = None
@@ -221,6 +234,8 @@ class TOSICAModule(nn.Module):
         h, w = self.layers[-1](h, cls_only=True, need_weights=need_attention, key_mask=key_mask)
         z = self.norm(h[:, 0])
         out = {"logits": self.head(z), "embedding": z}
+        if self.linear is not None:
+            out["linear_logits"] = self.linear(xs.clamp(-10.0, 10.0))
         if need_attention:
             out["attention"] = w[:, 0, 1:]
         return out

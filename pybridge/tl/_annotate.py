@@ -35,7 +35,7 @@ def annotate(
     layer: str | None = None,
     reference_layer: str | None = None,
     gene_sets=None,
-    unknown_threshold: float = 0.5,
+    unknown_threshold: float | str = "auto",
     max_epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
@@ -78,7 +78,11 @@ def annotate(
     gene_sets
         ``tosica`` only: ``None`` (embedded human GO-BP), a GMT path or ``{name: genes}``.
     unknown_threshold
-        Cells whose highest class probability is below this get the label ``"Unknown"``.
+        ``"auto"`` (default): a cell is ``"Unknown"`` when it does not resemble the reference
+        cells of its predicted type (correlation of its standardised profile with their mean
+        below a threshold calibrated on held-out reference cells: query types the reference
+        lacks become "Unknown"); a number in [0, 1]: when its highest class probability is
+        below it (0: never).
     max_epochs, batch_size, learning_rate
         Training length, cells per step and step size (tosica, scanvi). ``None``: the method's
         default (tosica: 20 epochs; scanvi: SCVI 100 epochs + SCANVI 20, batch 128).
@@ -90,6 +94,7 @@ def annotate(
     key_added
         Results: ``obs[key_added]`` (categorical labels incl. ``"Unknown"``),
         ``obs[key_added + "_probability"]`` (float in [0, 1]),
+        ``obs[key_added + "_similarity"]`` (the "Unknown" score, with ``"auto"``),
         ``obsm[key_added + "_probabilities"]`` (DataFrame cells x classes), for tosica
         ``obsm[key_added + "_attention"]`` (DataFrame cells x gene sets), and
         ``uns[key_added]`` (method, parameters, gene counts, timings).

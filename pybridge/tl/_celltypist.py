@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from contextlib import contextmanager
@@ -9,16 +10,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .._core import quiet, shared_genes
-from ._label_transfer import check_threshold, reference_labels, resolve_reference, write_annotation
+from ..models._tosica_data import lognorm_over, reference_fingerprint
+from ._label_transfer import (check_threshold, is_anndata, reference_labels, resolve_reference, similarity_unknown,
+                              write_annotation)
 
 
-def _lognorm_over(adata, layer, genes, *, name, target_sum=1e4):
-    from ..models._tosica import align_genes, counts_matrix, log_normalize
+def _profiles_file(f: Path) -> Path:
+    """Beside a CellTypist model: the reference's profiles (calibrated "Unknown") and fingerprint."""
+    return f.with_name(f.stem + ".pybridge.npz")
 
-    x = counts_matrix(adata, layer, name=name)
-    return log_normalize(align_genes(x, list(map(str, adata.var_names)), genes), target_sum)
+
+def _save_profiles(f: Path, xr, y, classes, genes, fingerprint: dict) -> None:
+    from ..io._atomic import atomic_path
+
+    with atomic_path(_profiles_file(f), overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, x=xr.toarray().astype(np.float32), y=y, classes=np.array(classes, dtype=str),
+                                genes=np.array(genes, dtype=str), fingerprint=json.dumps(fingerprint))
+
+
+def _load_profiles(f: Path):
+    p = _profiles_file(f)
+    if not p.exists():
+        return None
+    with np.load(p, allow_pickle=False) as d:
+        return (sp.csr_matrix(d["x"]), d["y"], list(map(str, d["classes"])),
+                json.loads(str(d["fingerprint"])), list(map(str, d["genes"])))
 
 
 def _celltypist_lbfgs_ok() -> bool:
@@ -79,7 +99,7 @@ def annotate_celltypist(
     labels_key: str | None = None,
     layer: str | None = None,
     reference_layer: str | None = None,
-    unknown_threshold: float = 0.5,
+    unknown_threshold: float | str = "auto",
     model_path=None,
     key_added: str = "predicted_celltype",
     random_state: int = 0,
@@ -114,10 +134,14 @@ def annotate_celltypist(
     layer, reference_layer
         Layers of query / reference holding counts (``None``: ``X``).
     unknown_threshold
-        Cells whose highest class probability is below this get the label ``"Unknown"``.
+        ``"auto"``: the calibrated rule of :func:`pybridge.tl.annotate_tosica` (from the
+        reference's profiles, saved beside the model as ``<model>.pybridge.npz``; a CellTypist
+        model without them falls back to probability 0.5); a number: cells whose highest
+        class probability is below it are ``"Unknown"``.
     model_path
-        If it holds a model, that model is loaded; otherwise the trained model is written there
-        (``celltypist_model.pkl`` in the directory, or the ``.pkl`` path itself).
+        If it holds a model trained on this reference and ``labels_key``, that model is
+        loaded (one trained on another reference is an error); otherwise the trained model is
+        written there (``celltypist_model.pkl`` in the directory, or the ``.pkl`` path itself).
     key_added
         Results as :func:`pybridge.tl.annotate_tosica` (labels, probability, probabilities,
         ``uns`` summary; no attention).
@@ -152,6 +176,13 @@ def annotate_celltypist(
 
     saved = resolve_reference(reference, model_path, labels_key=labels_key, saved_exists=exists,
                               method="celltypist")
+    if saved is not None and is_anndata(reference):  # model_path holds a model: the same reference?
+        stored = _load_profiles(celltypist_file(saved))
+        now = reference_fingerprint(reference, labels_key)
+        if stored is None or stored[3].get("hash") != now["hash"] or stored[3].get("labels_key") != labels_key:
+            raise ValueError(f"model_path {str(model_path)!r} holds a CellTypist model trained on another reference "
+                             "or other labels (or not recorded): use another model_path (or delete it) to train on "
+                             "this reference, or pass the saved model as the reference to reuse it.")
     opts = dict(C=C, feature_selection=feature_selection, top_genes=top_genes, use_SGD=use_SGD, n_jobs=n_jobs,
                 balance_cell_type=balance_cell_type)
     if max_iter is not None:
@@ -172,12 +203,17 @@ def annotate_celltypist(
                                         what="query and the saved model"))
             out.update(loaded_from=str(f), n_reference_genes=len(genes))
             train = {}
+            stored = _load_profiles(f)
+            xr, y, classes, _, profile_genes = stored if stored is not None else (None, None, None, None, genes)
         else:
             genes = shared_genes(map(str, query.var_names), list(map(str, reference.var_names)),
                                  min_shared=min_shared_genes)
             keep, labels = reference_labels(reference, labels_key)
             n_shared = len(genes)
-            xr = _lognorm_over(reference, reference_layer, genes, name="reference")[keep]
+            xr = lognorm_over(reference, reference_layer, genes, name="reference")[keep]
+            classes = sorted(set(labels))
+            y = np.searchsorted(np.array(classes), labels)
+            profile_genes = genes
             t1 = time.perf_counter()
             with warnings.catch_warnings(), _celltypist_sklearn_compat() as patched:
                 warnings.simplefilter("ignore")
@@ -190,8 +226,11 @@ def annotate_celltypist(
                 f = celltypist_file(Path(model_path))
                 f.parent.mkdir(parents=True, exist_ok=True)
                 model.write(str(f))
+                _save_profiles(f, xr, y, classes, genes, reference_fingerprint(reference, labels_key))
                 out["model_path"] = str(f)
-        xq = _lognorm_over(query, layer, genes, name="query")
+        xq = lognorm_over(query, layer, genes, name="query")
+        # the "Unknown" profiles are over the reference's shared genes (CellTypist may keep fewer)
+        xs = xq if profile_genes == genes else lognorm_over(query, layer, profile_genes, name="query")
         qa = ad.AnnData(X=xq, var=pd.DataFrame(index=pd.Index(genes)),
                         obs=pd.DataFrame(index=pd.Index([f"c{i}" for i in range(xq.shape[0])])))
         t1 = time.perf_counter()
@@ -201,7 +240,7 @@ def annotate_celltypist(
         out["predict_seconds"] = time.perf_counter() - t1
     probs = res.probability_matrix
     probs = pd.DataFrame(probs.to_numpy(dtype=np.float64), columns=list(map(str, probs.columns)))
-    out.update(probabilities=probs, n_shared_genes=n_shared, n_model_genes=len(genes), train=train)
-    write_annotation(query, out, method="celltypist", params=params, key_added=key_added,
-                     unknown_threshold=threshold, t0=t0)
+    out.update(probabilities=probs, n_shared_genes=n_shared, n_model_genes=len(genes), train=train,
+               **similarity_unknown(xr, y, classes, xs, probs, threshold))
+    write_annotation(query, out, method="celltypist", params=params, key_added=key_added, t0=t0)
     return None

@@ -28,9 +28,36 @@ def is_anndata(x) -> bool:
     return isinstance(x, ad.AnnData)
 
 
-def check_threshold(unknown_threshold) -> float:
-    """``unknown_threshold`` as a float in [0, 1] (clear error otherwise)."""
+def check_threshold(unknown_threshold) -> float | str:
+    """``"auto"`` (the calibrated rule), or a probability threshold as a float in [0, 1]."""
+    if isinstance(unknown_threshold, str):
+        if unknown_threshold != "auto":
+            raise ValueError(f"unknown_threshold must be 'auto' or a number in [0, 1], got {unknown_threshold!r}.")
+        return "auto"
     return float(check_number("unknown_threshold", unknown_threshold, minimum=0, maximum=1))
+
+
+def similarity_unknown(ref_x, ref_y: np.ndarray, classes: list[str], query_x, probs: pd.DataFrame,
+                       threshold, quantile: float = 0.05) -> dict:
+    """The ``unknown`` / ``similarity`` / ``unknown_rule`` entries of a method's result.
+
+    ``"auto"``: the calibrated rule of :class:`pybridge.models._novelty.ReferenceProfiles`
+    (reference ``ref_x`` log-normalised over the genes of ``query_x``, ``ref_y`` class indices
+    into ``classes``); a number: the probability rule.
+    """
+    from ..models._novelty import ReferenceProfiles
+
+    p = probs.to_numpy(dtype=np.float64)
+    if threshold != "auto" or ref_x is None:
+        t = 0.5 if threshold == "auto" else float(threshold)
+        return dict(unknown=p.max(axis=1) < t if p.shape[0] else np.zeros(0, bool),
+                    unknown_rule=dict(rule="probability", threshold=t))
+    prof = ReferenceProfiles(quantile).fit(ref_x, ref_y, classes)
+    order = [classes.index(c) for c in map(str, probs.columns)]
+    predicted = np.asarray(order)[p.argmax(axis=1)] if p.shape[0] else np.zeros(0, int)
+    unknown, sim = prof.is_unknown(query_x, predicted)
+    return dict(unknown=unknown, similarity=sim,
+                unknown_rule=dict(rule="similarity", threshold=prof.threshold, quantile=prof.quantile))
 
 
 def resolve_reference(reference, model_path, *, labels_key, saved_exists, method: str):
@@ -100,33 +127,36 @@ def reference_labels(reference, labels_key: str) -> tuple[np.ndarray, np.ndarray
     return keep, labels
 
 
-def finish_labels(probs: pd.DataFrame, threshold: float):
-    """Argmax class per cell, ``"Unknown"`` where its probability is below ``threshold``."""
+def finish_labels(probs: pd.DataFrame, unknown: np.ndarray):
+    """Argmax class per cell, ``"Unknown"`` where ``unknown``."""
     classes = list(map(str, probs.columns))
     p = probs.to_numpy(dtype=np.float64)
     best = p.argmax(axis=1) if p.shape[0] else np.zeros(0, int)
     prob = p.max(axis=1) if p.shape[0] else np.zeros(0)
     lab = np.array(classes, dtype=object)[best]
-    lab[prob < threshold] = UNKNOWN
+    lab[np.asarray(unknown, dtype=bool)] = UNKNOWN
     cats = classes + ([UNKNOWN] if UNKNOWN not in classes else [])
     return pd.Categorical(lab, categories=cats), prob
 
 
-def write_annotation(query, res: dict, *, method: str, params: dict, key_added: str, unknown_threshold: float,
-                     t0: float) -> dict:
+def write_annotation(query, res: dict, *, method: str, params: dict, key_added: str, t0: float) -> dict:
     """Write a method's result into ``query``; returns the ``uns`` summary.
 
-    ``res`` holds ``probabilities`` (DataFrame cells x classes, in query order) and the
+    ``res`` holds ``probabilities`` (DataFrame cells x classes, in query order), ``unknown``
+    (bool per cell), ``unknown_rule`` (dict), optionally ``similarity`` (per cell), and the
     method's figures (``n_shared_genes``, ``n_reference_genes``, ``n_model_genes``, ``train``,
     ``predict_seconds``, ``gene_sets``, ``model_path``, ``loaded_from``, ``fallback``).
     Writes ``obs[key_added]``, ``obs[key_added + "_probability"]``,
-    ``obsm[key_added + "_probabilities"]`` and ``uns[key_added]``.
+    ``obs[key_added + "_similarity"]`` (when computed), ``obsm[key_added + "_probabilities"]``
+    and ``uns[key_added]``.
     """
     probs: pd.DataFrame = res["probabilities"]
     probs.index = query.obs_names
-    labels, prob = finish_labels(probs, unknown_threshold)
+    labels, prob = finish_labels(probs, res["unknown"])
     query.obs[key_added] = pd.Categorical(labels, categories=labels.categories)
     query.obs[key_added + "_probability"] = prob
+    if res.get("similarity") is not None:
+        query.obs[key_added + "_similarity"] = np.asarray(res["similarity"], dtype=np.float64)
     query.obsm[key_added + "_probabilities"] = probs
     secs = time.perf_counter() - t0
     info = dict(
@@ -134,12 +164,13 @@ def write_annotation(query, res: dict, *, method: str, params: dict, key_added: 
         n_query_genes=int(query.n_vars), n_shared_genes=int(res["n_shared_genes"]),
         n_reference_genes=int(res.get("n_reference_genes", res["n_shared_genes"])),
         n_model_genes=int(res.get("n_model_genes", res["n_shared_genes"])),
-        n_unknown=int((labels == UNKNOWN).sum()), seconds=float(secs),
+        n_unknown=int((labels == UNKNOWN).sum()), unknown_rule=res["unknown_rule"],
+        unknown_threshold=float(res["unknown_rule"]["threshold"]), seconds=float(secs),
         **{k: v for k, v in res.items() if k in ("train", "gene_sets", "model_path", "loaded_from", "fallback",
                                                 "predict_seconds")},
     )
     info = clean_uns(info)
     query.uns[key_added] = info
-    logger.info("annotate(%s): %d cells labelled (%d Unknown below p=%.2f) in %.1fs", method, query.n_obs,
-                info["n_unknown"], unknown_threshold, secs)
+    logger.info("annotate(%s): %d cells labelled (%d Unknown: %s below %.3f) in %.1fs", method, query.n_obs,
+                info["n_unknown"], res["unknown_rule"]["rule"], info["unknown_threshold"], secs)
     return info

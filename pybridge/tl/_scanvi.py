@@ -17,7 +17,8 @@ import scipy.sparse as sp
 
 from .._core import lightning_progress, quiet, shared_genes
 from .._device import lightning_kwargs, resolve_device
-from ._label_transfer import check_threshold, reference_labels, resolve_reference, write_annotation
+from ..models._tosica_data import counts_matrix, lognorm_over
+from ._label_transfer import check_threshold, reference_labels, resolve_reference, similarity_unknown, write_annotation
 
 _UNLABELED = "_pybridge_unlabeled_"
 
@@ -76,7 +77,7 @@ def annotate_scanvi(
     labels_key: str,
     layer: str | None = None,
     reference_layer: str | None = None,
-    unknown_threshold: float = 0.5,
+    unknown_threshold: float | str = "auto",
     max_epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
@@ -112,7 +113,8 @@ def annotate_scanvi(
     layer, reference_layer
         Layers holding counts (``None``: ``X``).
     unknown_threshold
-        Cells whose highest class probability is below this get the label ``"Unknown"``.
+        ``"auto"``: the calibrated rule of :func:`pybridge.tl.annotate_tosica`; a number: cells
+        whose highest class probability is below it are ``"Unknown"``.
     max_epochs, scanvi_epochs
         scVI epochs (``None``: 100) and scANVI epochs (``None``: ``max(5, max_epochs // 5)``).
     batch_size, learning_rate
@@ -145,9 +147,8 @@ def annotate_scanvi(
         As :func:`pybridge.tl.annotate_tosica`; a saved model as the reference.
     """
     import anndata as ad
-    import scanpy as sc
 
-    from ..models._tosica import counts_matrix
+    from ..pp import variable_genes
     from ._scvi import integrate_scvi
 
     threshold = check_threshold(unknown_threshold)
@@ -163,10 +164,8 @@ def annotate_scanvi(
     xr = xr[:, pd.Index(map(str, reference.var_names)).get_indexer(genes)][keep]
     xq = xq[:, pd.Index(map(str, query.var_names)).get_indexer(genes)]
     if n_top_genes is not None and len(genes) > n_top_genes:
-        tmp = ad.AnnData(X=xr.copy(), var=pd.DataFrame(index=pd.Index(genes)))
-        with quiet(False):
-            sc.pp.highly_variable_genes(tmp, flavor="seurat_v3", n_top_genes=int(n_top_genes))
-        model_genes = [g for g, h in zip(genes, tmp.var["highly_variable"].to_numpy()) if h]
+        hv = variable_genes(xr, int(n_top_genes), flavor="seurat_v3")["highly_variable"].to_numpy()
+        model_genes = [g for g, h in zip(genes, hv) if h]
     else:
         model_genes = genes
     obs = pd.DataFrame({
@@ -206,6 +205,9 @@ def annotate_scanvi(
                train=dict(scvi_epochs=epochs, scanvi_epochs=s_epochs, batch_size=bs, seconds=secs,
                           n_genes=len(model_genes), n_reference_cells=int(xr.shape[0]),
                           n_query_cells=int(xq.shape[0]), device=resolve_device(device)))
-    write_annotation(query, res, method="scanvi", params=params, key_added=key_added, unknown_threshold=threshold,
-                     t0=t0)
+    classes = sorted(set(lab))
+    res.update(similarity_unknown(lognorm_over(reference, reference_layer, genes, name="reference")[keep],
+                                  np.searchsorted(np.array(classes), lab), classes,
+                                  lognorm_over(query, layer, genes, name="query"), probs, threshold))
+    write_annotation(query, res, method="scanvi", params=params, key_added=key_added, t0=t0)
     return None

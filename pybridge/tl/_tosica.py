@@ -10,17 +10,39 @@ import numpy as np
 import pandas as pd
 
 from .._core import check_epochs, logger, quiet, shared_genes
-from ._label_transfer import check_threshold, reference_labels, resolve_reference, write_annotation
+from ._label_transfer import check_threshold, is_anndata, reference_labels, resolve_reference, write_annotation
 
 # options of pybridge.models.TOSICA(...) and of TOSICA.fit(...) accepted as keyword arguments
 MODEL_OPTIONS = ("min_set_size", "max_set_size", "max_gene_sets", "rank_gene_sets", "max_overlap", "n_unannotated",
                  "n_learned_tokens", "token_dim", "n_heads", "n_layers", "dropout", "token_dropout", "input_dropout",
-                 "scale", "clip")
+                 "scale", "clip", "input_scaling", "linear_C", "unknown_quantile")
 FIT_OPTIONS = ("weight_decay", "class_weight", "label_smoothing", "n_top_genes")
 
 
 def _saved_exists(path: Path) -> bool:
     return (path / "tosica.json").exists()
+
+
+def check_saved_reference(path: Path, reference, labels_key: str) -> None:
+    """A ``model_path`` that holds a model trained on another reference or other labels is an
+    error that says so (it is not silently reused)."""
+    from ..models._tosica_data import reference_fingerprint
+    from ..models._tosica_io import read_meta
+
+    saved = read_meta(path).get("reference") or {}
+    now = reference_fingerprint(reference, labels_key)
+    if not saved:
+        raise ValueError(f"model_path {str(path)!r} holds a model saved without a record of its reference, so it "
+                         "cannot be checked against this one: use another model_path (or delete it) to train, or "
+                         "pass the saved model as the reference to reuse it.")
+    diff = [f"{k} {saved.get(k)!r} (now {now[k]!r})" for k in ("labels_key", "n_cells", "classes")
+            if saved.get(k) != now[k]]
+    if saved.get("hash") != now["hash"] and not diff:
+        diff = ["the same number of cells but other cell names or labels"]
+    if diff:
+        raise ValueError(f"model_path {str(path)!r} holds a model trained on another reference or other labels: "
+                         + "; ".join(diff) + ". Use another model_path (or delete it) to train on this reference, "
+                         "or pass the saved model as the reference to reuse it.")
 
 
 def annotate_tosica(
@@ -31,7 +53,7 @@ def annotate_tosica(
     layer: str | None = None,
     reference_layer: str | None = None,
     gene_sets=None,
-    unknown_threshold: float = 0.5,
+    unknown_threshold: float | str = "auto",
     max_epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
@@ -68,21 +90,26 @@ def annotate_tosica(
         ``None`` (embedded human GO-BP), a GMT path or ``{name: genes}``. With no usable set,
         learned tokens are used (warning; ``uns[key_added]['fallback']`` is True).
     unknown_threshold
-        Cells whose highest class probability is below this get the label ``"Unknown"``.
+        ``"auto"``: a cell is ``"Unknown"`` when it does not resemble the reference cells of its
+        predicted type (correlation of its standardised profile with theirs below a threshold
+        set on held-out reference cells; see :class:`pybridge.models.TOSICA`); a number: when
+        its highest class probability is below it.
     max_epochs, batch_size, learning_rate
         Training length (``None``: 20 epochs), cells per step (``None``: 256, smaller for small
         references) and AdamW step size (``None``: 1e-3).
     model_path
-        If it holds a saved model, that model is loaded and the reference is not trained again;
-        otherwise the trained model is saved there.
+        If it holds a model trained on this reference and ``labels_key``, that model is loaded
+        and not trained again (a model trained on another reference or other labels is an
+        error); otherwise the trained model is saved there.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     key_added
         Results: ``obs[key_added]`` (categorical labels incl. ``"Unknown"``),
         ``obs[key_added + "_probability"]`` (float in [0, 1]),
+        ``obs[key_added + "_similarity"]`` (the "Unknown" score),
         ``obsm[key_added + "_probabilities"]`` (DataFrame cells x classes),
         ``obsm[key_added + "_attention"]`` (DataFrame cells x gene sets) and ``uns[key_added]``
-        (method, parameters, gene counts, timings).
+        (method, parameters, gene counts, the "Unknown" threshold, timings).
     random_state
         Seed.
     min_shared_genes
@@ -93,8 +120,9 @@ def annotate_tosica(
         :class:`pybridge.models.TOSICA` options (``max_gene_sets``, ``min_set_size``,
         ``max_set_size``, ``rank_gene_sets``, ``max_overlap``, ``n_unannotated``,
         ``n_learned_tokens``, ``token_dim``, ``n_heads``, ``n_layers``, ``dropout``,
-        ``token_dropout``, ``input_dropout``, ``scale``, ``clip``) and ``TOSICA.fit`` options
-        (``n_top_genes``, ``weight_decay``, ``class_weight``, ``label_smoothing``).
+        ``token_dropout``, ``input_dropout``, ``scale``, ``clip``, ``input_scaling``,
+        ``linear_C``, ``unknown_quantile``) and ``TOSICA.fit`` options (``n_top_genes``,
+        ``weight_decay``, ``class_weight``, ``label_smoothing``).
 
     Returns
     -------
@@ -121,6 +149,8 @@ def annotate_tosica(
     t0 = time.perf_counter()
     saved = resolve_reference(reference, model_path, labels_key=labels_key, saved_exists=_saved_exists,
                               method="tosica")
+    if saved is not None and is_anndata(reference):  # model_path holds a model: the same reference?
+        check_saved_reference(saved, reference, labels_key)
     params = dict(method="tosica", labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                   unknown_threshold=threshold, max_epochs=max_epochs, batch_size=batch_size,
                   learning_rate=learning_rate, device=device, random_state=int(random_state),
@@ -128,10 +158,9 @@ def annotate_tosica(
     with quiet(verbose):
         res = _run(query, reference, saved, labels_key=labels_key, layer=layer, reference_layer=reference_layer,
                    gene_sets=gene_sets, max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-                   model_path=model_path, device=device, random_state=random_state,
-                   min_shared_genes=min_shared_genes, options=options)
-    info = write_annotation(query, res, method="tosica", params=params, key_added=key_added,
-                            unknown_threshold=threshold, t0=t0)
+                   model_path=model_path, device=device, random_state=random_state, threshold=threshold,
+                   min_shared_genes=min_shared_genes, options=options, verbose=verbose)
+    info = write_annotation(query, res, method="tosica", params=params, key_added=key_added, t0=t0)
     att: pd.DataFrame = res["attention"]
     att.index = query.obs_names
     query.obsm[key_added + "_attention"] = att
@@ -139,15 +168,21 @@ def annotate_tosica(
     var = pd.DataFrame(index=pd.Index(list(att.columns), name="gene_set"))
     var["n_genes"] = [len(g) for g in model.token_genes]
     var["genes"] = [",".join(g) for g in model.token_genes]
-    obs = pd.DataFrame({key_added: query.obs[key_added], key_added + "_probability": query.obs[key_added + "_probability"]},
-                       index=query.obs_names)
+    obs = query.obs[[c for c in (key_added, key_added + "_probability", key_added + "_similarity")
+                     if c in query.obs]].copy()
     out = ad.AnnData(X=att.to_numpy(dtype=np.float32), obs=obs, var=var)
     out.uns[key_added] = info
     return out
 
 
+def _rule(model, threshold) -> dict:
+    if threshold == "auto" and model.profiles is not None:
+        return dict(rule="similarity", threshold=model.profiles.threshold, quantile=model.profiles.quantile)
+    return dict(rule="probability", threshold=0.5 if threshold == "auto" else float(threshold))
+
+
 def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_sets, max_epochs, batch_size,
-         learning_rate, model_path, device, random_state, min_shared_genes, options):
+         learning_rate, model_path, device, random_state, threshold, min_shared_genes, options, verbose):
     from ..models._tosica import TOSICA
 
     model_opts = {k: v for k, v in options.items() if k in MODEL_OPTIONS}
@@ -169,7 +204,8 @@ def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_se
         n_shared = len(genes)
         out["n_reference_genes"] = int(reference.n_vars)
         model = TOSICA(gene_sets=gene_sets, **model_opts)
-        fit_kw = dict(layer=reference_layer, genes=genes, device=device, random_state=random_state, **fit_opts)
+        fit_kw = dict(layer=reference_layer, genes=genes, device=device, random_state=random_state, verbose=verbose,
+                      **fit_opts)
         if max_epochs is not None:
             fit_kw["max_epochs"] = int(max_epochs)
         if batch_size is not None:
@@ -181,9 +217,11 @@ def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_se
             model.save(model_path, overwrite=True)
             out["model_path"] = str(model_path)
     t1 = time.perf_counter()
-    pred = model.predict(query, layer=layer, unknown_threshold=0.0)
+    pred = model.predict(query, layer=layer, unknown_threshold=threshold)
     out.update(
         probabilities=pred.probabilities, attention=pred.attention, model=model, n_shared_genes=n_shared,
+        unknown=(pred.labels == "Unknown").to_numpy(), similarity=pred.similarity,
+        unknown_rule=_rule(model, threshold),
         n_model_genes=len(model.genes), fallback=bool(model.fallback), predict_seconds=time.perf_counter() - t1,
         gene_sets=dict(source=model.gene_set_source, n_tokens=len(model.token_names),
                        n_gene_sets=0 if model.fallback else sum(not t.startswith("UNANNOTATED_")

@@ -51,7 +51,9 @@ def test_tosica_pbmc_accuracy_and_outputs(pbmc_tosica):
     assert "Unknown" in q.obs["predicted_celltype"].cat.categories
     p = q.obs["predicted_celltype_probability"].to_numpy()
     assert np.all((p >= 0) & (p <= 1)) and np.allclose(p, probs.max(axis=1))
-    assert np.all(called[p < 0.5] == "Unknown") and not np.any(called[p >= 0.5] == "Unknown")
+    sim = q.obs["predicted_celltype_similarity"].to_numpy()
+    assert np.all((called == "Unknown") == (sim < q.uns["predicted_celltype"]["unknown_threshold"]))
+    assert (called == "Unknown").mean() <= 0.05  # every query type is in the reference
     # attention: AnnData cells x gene sets, same values in obsm
     assert att.shape[0] == q.n_obs and att.n_vars > 100
     assert list(att.obs_names) == list(q.obs_names)
@@ -86,7 +88,7 @@ def test_tosica_saved_model_as_reference(pbmc_split, pbmc_tosica):
     q, att, path = pbmc_tosica
     _, query = pbmc_split
     m = TOSICA.load(path, device="cpu")
-    pred = m.predict(query, unknown_threshold=0.5)
+    pred = m.predict(query)
     np.testing.assert_array_equal(pred.probabilities.to_numpy(), q.obsm["predicted_celltype_probabilities"].to_numpy())
     assert list(pred.labels.astype(str)) == list(q.obs["predicted_celltype"].astype(str))
     np.testing.assert_array_equal(pred.attention.to_numpy(dtype=np.float32), att.X)
