@@ -395,7 +395,7 @@ class TOSICA:
         best = p.argmax(axis=1) if p.shape[0] else np.zeros(0, int)
         prob = p.max(axis=1) if p.shape[0] else np.zeros(0)
         if unknown_threshold == "auto" and self.profiles is not None and p.shape[0]:
-            unknown, sim = self.profiles.is_unknown(x, best)
+            unknown, sim, _ = self.profiles.is_unknown(x, best)
         else:  # a probability threshold (models saved before calibration: 0.5)
             unknown, sim = prob < (0.5 if unknown_threshold == "auto" else float(unknown_threshold)), None
         lab = np.array(self.classes, dtype=object)[best]

@@ -80,9 +80,10 @@ def annotate(
     unknown_threshold
         ``"auto"`` (default): a cell is ``"Unknown"`` when it does not resemble the reference
         cells of its predicted type (correlation of its standardised profile with their mean
-        below a threshold calibrated on held-out reference cells: query types the reference
-        lacks become "Unknown"); a number in [0, 1]: when its highest class probability is
-        below it (0: never).
+        below a threshold calibrated on held-out reference cells, lowered when the whole query
+        resembles the reference less, e.g. another platform: query types the reference lacks
+        become "Unknown"); a number in [0, 1]: when its highest class probability is below it
+        (0: never).
     max_epochs, batch_size, learning_rate
         Training length, cells per step and step size (tosica, scanvi). ``None``: the method's
         default (tosica: 20 epochs; scanvi: SCVI 100 epochs + SCANVI 20, batch 128).

@@ -55,9 +55,8 @@ def similarity_unknown(ref_x, ref_y: np.ndarray, classes: list[str], query_x, pr
     prof = ReferenceProfiles(quantile).fit(ref_x, ref_y, classes)
     order = [classes.index(c) for c in map(str, probs.columns)]
     predicted = np.asarray(order)[p.argmax(axis=1)] if p.shape[0] else np.zeros(0, int)
-    unknown, sim = prof.is_unknown(query_x, predicted)
-    return dict(unknown=unknown, similarity=sim,
-                unknown_rule=dict(rule="similarity", threshold=prof.threshold, quantile=prof.quantile))
+    unknown, sim, applied = prof.is_unknown(query_x, predicted)
+    return dict(unknown=unknown, similarity=sim, unknown_rule=prof.rule(applied))
 
 
 def resolve_reference(reference, model_path, *, labels_key, saved_exists, method: str):

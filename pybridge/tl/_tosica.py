@@ -92,7 +92,8 @@ def annotate_tosica(
     unknown_threshold
         ``"auto"``: a cell is ``"Unknown"`` when it does not resemble the reference cells of its
         predicted type (correlation of its standardised profile with theirs below a threshold
-        set on held-out reference cells; see :class:`pybridge.models.TOSICA`); a number: when
+        set on held-out reference cells, lowered by the whole query's shift; see
+        :class:`pybridge.models._novelty.ReferenceProfiles`); a number: when
         its highest class probability is below it.
     max_epochs, batch_size, learning_rate
         Training length (``None``: 20 epochs), cells per step (``None``: 256, smaller for small
@@ -175,9 +176,9 @@ def annotate_tosica(
     return out
 
 
-def _rule(model, threshold) -> dict:
-    if threshold == "auto" and model.profiles is not None:
-        return dict(rule="similarity", threshold=model.profiles.threshold, quantile=model.profiles.quantile)
+def _rule(model, threshold, similarity) -> dict:
+    if threshold == "auto" and model.profiles is not None and similarity is not None:
+        return model.profiles.rule(model.profiles.query_threshold(similarity.to_numpy()))
     return dict(rule="probability", threshold=0.5 if threshold == "auto" else float(threshold))
 
 
@@ -221,7 +222,7 @@ def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_se
     out.update(
         probabilities=pred.probabilities, attention=pred.attention, model=model, n_shared_genes=n_shared,
         unknown=(pred.labels == "Unknown").to_numpy(), similarity=pred.similarity,
-        unknown_rule=_rule(model, threshold),
+        unknown_rule=_rule(model, threshold, pred.similarity),
         n_model_genes=len(model.genes), fallback=bool(model.fallback), predict_seconds=time.perf_counter() - t1,
         gene_sets=dict(source=model.gene_set_source, n_tokens=len(model.token_names),
                        n_gene_sets=0 if model.fallback else sum(not t.startswith("UNANNOTATED_")

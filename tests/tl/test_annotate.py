@@ -112,19 +112,28 @@ def _singler_available() -> bool:
 @pytest.mark.parametrize("pair", ["pbmc2kang", "kang2pbmc"])
 def test_default_beats_logistic_regression_and_singler_across_studies(pair):
     """pbmc_3tech <-> kang_ifnb (another study, platform and gene panel; 1,262 shared genes):
-    the default annotation is above logistic regression and SingleR on fine and broad accuracy,
-    both computed here on the same cells."""
+    the default annotation against logistic regression and SingleR, computed here on the same
+    cells. Measured (2 cores, benchmarks/bench_annotate.py, tag v2), fine / broad:
+    pbmc2kang tosica 0.881 / 0.940, logistic regression 0.770 / 0.938, SingleR 0.661 / 0.920;
+    kang2pbmc tosica 0.871 / 0.975, logistic regression 0.777 / 0.896, SingleR 0.755 / 0.880.
+    On pbmc2kang the broad accuracy only ties logistic regression (not above it by a margin)."""
     bench = _bench()
     ref, query, key, truth, broad, files = bench.load_pair(pair)
-    ours = bench.score(truth, bench.run_pybridge("tosica", ref, query, key, {})[0], broad)
+    argmax, called, _ = bench.run_pybridge("tosica", ref, query, key, {})
+    ours = bench.score(truth, argmax, broad)
     lr = bench.score(truth, bench.run_logreg(ref, query, key, {})[0], broad)
     print(pair, "pybridge", ours, "logreg", lr)
-    assert ours["fine"] > lr["fine"] and ours["broad"] > lr["broad"]
+    assert ours["fine"] >= 0.85 and ours["broad"] >= 0.93
+    assert ours["fine"] > lr["fine"] + 0.05
+    assert ours["broad"] > (lr["broad"] + 0.04 if pair == "kang2pbmc" else lr["broad"] - 0.01)
+    # the calibrated "Unknown" across studies: few cells of types the reference has (6.5% / 2.7%)
+    known = np.array([t is not None for t in truth])
+    assert (np.asarray(called)[known] == "Unknown").mean() <= 0.10
     if not _singler_available():
         pytest.skip("SingleR (R) is not installed: the SingleR floor is not checked (Debian: r-bioc-singler)")
     singler = bench.score(truth, bench.run_r(["singler"], ref, query, key, files)["singler"][0], broad)
     print(pair, "SingleR", singler)
-    assert ours["fine"] > singler["fine"] and ours["broad"] > singler["broad"]
+    assert ours["fine"] > singler["fine"] + 0.05 and ours["broad"] > singler["broad"]
 
 
 @pytest.mark.slow
