@@ -3,12 +3,16 @@
 #   seurat5-inside.sh CHECKOUT install          R CMD INSTALL r-package into the root's R library
 #                                               (from a copy: the checkout stays untouched; skipped
 #                                               when the package files did not change)
-#   seurat5-inside.sh CHECKOUT rtests [REGEX]   testthat (vignettes included), like scripts/test.sh
-#   seurat5-inside.sh CHECKOUT pytest [ARGS]    the pytest suite with the NumPy 2 virtualenv
+#   seurat5-inside.sh CHECKOUT rtests [REGEX [invert]]  testthat (vignettes included), like scripts/test.sh;
+#                                               REGEX selects test files (with "invert": all but those)
+#   seurat5-inside.sh CHECKOUT pytest [ARGS]    pytest with the NumPy 2 virtualenv: -m "not slow or needs_r"
+#                                               (the fast tier + every test that runs R) unless ARGS give -m
 # PYBRIDGE_TEST_FAST=1 (set by --fast) skips training and vignettes, as in the host tier.
 set -euo pipefail
 ROOT=$1; STEP=$2; shift 2
 cd "$ROOT"
+t_step=$SECONDS
+trap 'echo "[seurat5] $STEP: $((SECONDS - t_step)) s with the CPU lock held"' EXIT
 LIB=/usr/local/lib/R/site-library
 case "$STEP" in
   install)
@@ -25,11 +29,12 @@ case "$STEP" in
     ;;
   rtests)
     Rscript -e 'cat(R.version.string, "| Seurat", format(packageVersion("Seurat")), "| SeuratObject", format(packageVersion("SeuratObject")), "| reticulate", format(packageVersion("reticulate")), "\n")'
-    FILTER=${1:-} Rscript -e 'options(testthat.progress.max_fails = Inf, testthat.summary.max_reports = 1000L); f <- Sys.getenv("FILTER"); res <- testthat::test_dir("r-package/tests/testthat", filter = if (nzchar(f)) f else NULL, package = "pybridge", load_package = "installed", reporter = testthat::SummaryReporter$new(show_praise = FALSE), stop_on_failure = FALSE); df <- as.data.frame(res); nf <- sum(df$failed) + sum(df$error); cat(sprintf("R (Seurat 5 tier): %d passed, %d failed, %d skipped\n", sum(df$nb) - sum(df$failed) - sum(df$skipped), nf, sum(df$skipped))); quit(status = as.integer(nf > 0))'
+    FILTER=${1:-} INVERT=${2:-} Rscript -e 'options(testthat.progress.max_fails = Inf, testthat.summary.max_reports = 1000L); f <- Sys.getenv("FILTER"); res <- testthat::test_dir("r-package/tests/testthat", filter = if (nzchar(f)) f else NULL, invert = Sys.getenv("INVERT") == "invert", package = "pybridge", load_package = "installed", reporter = testthat::SummaryReporter$new(show_praise = FALSE), stop_on_failure = FALSE); df <- as.data.frame(res); nf <- sum(df$failed) + sum(df$error); cat(sprintf("R (Seurat 5 tier): %d passed, %d failed, %d skipped\n", sum(df$nb) - sum(df$failed) - sum(df$skipped), nf, sum(df$skipped))); quit(status = as.integer(nf > 0))'
     ;;
   pytest)
-    ARGS=()
+    ARGS=(-m "not slow or needs_r")
     if [ -n "${PYBRIDGE_TEST_FAST:-}" ]; then ARGS=(-m "not slow"); fi
+    for a in "$@"; do case "$a" in -m|-m*) ARGS=() ;; esac; done
     "$PYBRIDGE_PYTHON" -c 'import importlib.metadata as md, numpy; print("Python tests (Seurat 5 tier): numpy", numpy.__version__, "rpy2", md.version("rpy2"))'
     paths=(tests)  # test paths given: only those
     for a in "$@"; do case "$a" in tests|tests/*) paths=() ;; esac; done

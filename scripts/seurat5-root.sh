@@ -24,11 +24,17 @@ SUITE=trixie
 # for building rpy2 against this R, ca-certificates for pip inside the root.
 PKGS=(r-base-core r-base-dev r-cran-seurat r-cran-seuratobject r-cran-reticulate r-cran-hdf5r
       r-cran-matrix r-cran-testthat r-cran-rmarkdown r-cran-knitr r-cran-ggplot2 pandoc
+      r-cran-mixtools r-cran-lmtest r-cran-dplyr
       r-bioc-delayedarray ca-certificates libpcre2-dev libbz2-dev liblzma-dev zlib1g-dev libicu-dev)
-STAMP_VERSION=1  # bump to force a rebuild when the build steps change
+# (r-cran-mixtools: Seurat's RunMixscape, which the Mixscape parity test runs; lmtest + dplyr: R Augur's
+# select_variance, which tests/tl/test_augur.py runs as the reference.)
+STAMP_VERSION=1  # bump to force a rebuild from scratch when the build steps change
 say() { printf '[seurat5-root] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
+# The stamp names the package list too: a root whose base is current but whose list changed gets the
+# missing packages installed in place (apt-get, idempotent); a new STAMP_VERSION or suite rebuilds it.
+base_stamp() { printf '%s\n' "$STAMP_VERSION" "$SUITE" | sha256sum | cut -c1-16; }
 stamp() { printf '%s\n' "$STAMP_VERSION" "$SUITE" "${PKGS[*]}" | sha256sum | cut -c1-16; }
 
 # Paths mounted under $1 (deepest first), from /proc/self/mountinfo (handles no escaping: our paths have none).
@@ -80,6 +86,15 @@ build() {
   exec 9>"$ROOTDIR.lock"
   flock 9  # one build at a time, and none while tests run in the root (they hold it shared)
   up_to_date && return 0  # built by the caller we waited for
+  if [ -x "$ROOTDIR/usr/bin/Rscript" ] && [ "$(cat "$ROOTDIR/.pybridge-base-stamp" 2>/dev/null)" = "$(base_stamp)" ]; then
+    local t0=$SECONDS
+    say "the package list changed: apt-get install into the existing root $ROOTDIR"
+    unshare --mount --propagation private /bin/bash "$0" _ns_apt "$ROOTDIR" >>"$ROOTDIR.build.log" 2>&1 \
+      || { tail -30 "$ROOTDIR.build.log"; die "apt-get install inside the root failed (log: $ROOTDIR.build.log)"; }
+    echo "$want" > "$ROOTDIR/.pybridge-stamp"
+    say "root updated in $((SECONDS - t0)) s"
+    return 0
+  fi
   if ! command -v debootstrap >/dev/null; then
     say "installing debootstrap on the host (apt)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
@@ -97,6 +112,7 @@ build() {
   say "apt-get install took $((SECONDS - t1)) s"
   chroot "$tmp" Rscript -e 'cat(R.version.string, "Seurat", format(packageVersion("Seurat")), "SeuratObject", format(packageVersion("SeuratObject")), "reticulate", format(packageVersion("reticulate")), "\n")' >&2
   echo "$want" > "$tmp/.pybridge-stamp"
+  base_stamp > "$tmp/.pybridge-base-stamp"
   safe_rm "$ROOTDIR"
   mv "$tmp" "$ROOTDIR"
   mv "$tmp.log" "$ROOTDIR.build.log"

@@ -14,6 +14,8 @@ from filehelpers import PAIRS, RDS, file_md5, same_counts
 from pybridge.cli import main as cli_main
 from pybridge.io import read_seurat
 
+pytestmark = pytest.mark.needs_r
+
 
 @pytest.mark.parametrize("name", RDS)
 def test_cli_converts_every_shared_rds_to_h5ad_scanpy_reads(name, tmp_path):

@@ -65,6 +65,7 @@ def test_python_block_runs_as_printed(i, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_r
 @pytest.mark.parametrize("i", range(len(blocks("r"))))
 def test_r_block_runs_as_printed(i, tmp_path):
     rscript = shutil.which("Rscript")

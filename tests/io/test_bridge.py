@@ -86,6 +86,7 @@ def _r():
     return ro
 
 
+@pytest.mark.needs_r
 def test_read_and_write_seurat_with_split_v5_layers(tmp_path):
     """read_seurat joins split Assay5 layers (obs['split.layer']); write_seurat writes them split again."""
     ro = _r()

@@ -32,6 +32,7 @@ def kang_bridge():
     return read_seurat(shared_path("kang_ifnb_processed.rds"))
 
 
+@pytest.mark.needs_r
 def test_bridge_follows_the_table(kang_bridge):
     a = kang_bridge
     meta = a.uns[LAYOUT["meta"]]

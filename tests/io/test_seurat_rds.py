@@ -12,6 +12,8 @@ from filehelpers import PAIRS, file_md5, same_counts, seurat_names
 
 from pybridge.io import read_seurat, write_seurat
 
+pytestmark = pytest.mark.needs_r
+
 
 @pytest.fixture(scope="module")
 def kang_rds():

@@ -107,10 +107,10 @@ seurat_diff <- function(a, b, assays = Assays(a), counts.only = character(0)) {
     chk(identical(rownames(a[[as]]), rownames(b[[as]])), paste(as, "features"))
     layers <- if (as %in% counts.only) "counts" else c("counts", "data", "scale.data")
     for (l in layers) {
-      chk(identical(GetAssayData(a, l, assay = as), GetAssayData(b, l, assay = as)), paste(as, l))
+      chk(identical(layer_data(a, l, assay = as), layer_data(b, l, assay = as)), paste(as, l))
     }
     if (!as %in% counts.only) {
-      chk(identical(a[[as]]@meta.features, b[[as]]@meta.features), paste(as, "meta.features"))
+      chk(identical(features_df(a, as), features_df(b, as)), paste(as, "meta.features"))
       chk(identical(VariableFeatures(a, assay = as), VariableFeatures(b, assay = as)), paste(as, "variable features"))
       chk(identical(Key(a[[as]]), Key(b[[as]])), paste(as, "key"))
     }

@@ -18,9 +18,12 @@ skip_if_seurat5 <- function(why = "tests the SeuratObject 4 path") {
 
 # One layer of an assay: GetAssayData(slot = ) on SeuratObject 4, LayerData(layer = ) on 5
 # (where GetAssayData's second argument is the assay).
+# An absent layer of an Assay5 is NULL (a v3 assay gives an empty matrix, as GetAssayData does).
 layer_data <- function(object, layer, assay = NULL) {
-  if (is_seurat5()) SeuratObject::LayerData(object, layer = layer, assay = assay)
-  else SeuratObject::GetAssayData(object, slot = layer, assay = assay)
+  if (!is_seurat5()) return(SeuratObject::GetAssayData(object, slot = layer, assay = assay))
+  a <- object[[assay %||% SeuratObject::DefaultAssay(object)]]
+  if (inherits(a, "StdAssay") && !layer %in% SeuratObject::Layers(a)) return(NULL)
+  SeuratObject::LayerData(object, layer = layer, assay = assay)
 }
 
 # Feature-level meta.data of an assay (v3 meta.features; v5 a[[]]).

@@ -14,7 +14,7 @@ test_that("h5ad files anndata wrote (every shared one) read as as.Seurat() reads
     expect_identical(seurat_diff(obj, as.Seurat(a, verbose = FALSE)), character(0), label = name)
     # counts: X itself (cells x genes), names exact except Seurat's '_' -> '-'
     X <- pybridge:::.py_matrix(a$X)
-    expect_identical(strip(GetAssayData(obj, "counts")), strip(Matrix::t(X)), label = name)
+    expect_identical(strip(layer_data(obj, "counts")), strip(Matrix::t(X)), label = name)
     expect_identical(colnames(obj), unlist(py_val(a$obs_names$tolist())))
     genes <- unlist(py_val(a$var_names$tolist()))
     expect_identical(rownames(obj), gsub("_", "-", genes, fixed = TRUE))
@@ -93,13 +93,13 @@ h5t_a = a
   expect_identical(md$txt, paste("cell", i))
   expect_match(unlist(Misc(obj, "pybridge.report")), "categories of 'numcat'", all = FALSE)
   # X (csc on disk) -> counts; layers data; names with '_' kept in misc
-  expect_identical(strip(GetAssayData(obj, "counts")), strip(Matrix::t(pybridge:::.py_matrix(a$X$tocsr()))))
-  expect_equal(strip(as.matrix(GetAssayData(obj, "data"))), strip(t(py_val(py_item(a$layers, "data")))))
+  expect_identical(strip(layer_data(obj, "counts")), strip(Matrix::t(pybridge:::.py_matrix(a$X$tocsr()))))
+  expect_equal(strip(as.matrix(layer_data(obj, "data"))), strip(t(py_val(py_item(a$layers, "data")))))
   genes <- unlist(py_val(a$var_names$tolist()))
   expect_identical(rownames(obj), gsub("_", "-", genes))
   expect_identical(obj[["RNA"]]@misc$pybridge_original_features, genes)
   expect_identical(VariableFeatures(obj), gsub("_", "-", genes[1:5]))
-  expect_identical(obj[["RNA"]]@meta.features$gene_ids, sprintf("ENSG%05d", 0:11))
+  expect_identical(features_df(obj)$gene_ids, sprintf("ENSG%05d", 0:11))
   # reductions, loadings, graphs, obsm data frame -> assay, raw -> assay, uns -> Misc
   expect_identical(strip(Embeddings(obj, "pca")), strip(py_val(py_item(a$obsm, "X_pca"))))
   expect_identical(strip(Loadings(obj, "pca")), strip(py_val(py_item(a$varm, "PCs"))))
@@ -107,8 +107,8 @@ h5t_a = a
   expect_identical(strip(as(obj[["connectivities"]], "dgCMatrix")),
                    strip(pybridge:::.py_matrix(py_item(a$obsp, "connectivities"))))
   expect_setequal(Assays(obj), c("RNA", "adt", "raw"))
-  expect_identical(strip(as.matrix(GetAssayData(obj, "counts", assay = "adt"))), rbind(as.numeric(i), rep(1, n)))
-  expect_identical(strip(GetAssayData(obj, "counts", assay = "raw")), strip(GetAssayData(obj, "counts")[1:8, ]))
+  expect_identical(strip(as.matrix(layer_data(obj, "counts", assay = "adt"))), rbind(as.numeric(i), rep(1, n)))
+  expect_identical(strip(layer_data(obj, "counts", assay = "raw")), strip(layer_data(obj, "counts")[1:8, ]))
   p <- Misc(obj, "params")
   expect_identical(p$k, 15L)
   expect_identical(p$alpha, 0.5)
@@ -120,7 +120,7 @@ h5t_a = a
   expect_identical(p$nested, list(x = "y"))
   expect_identical(p$tab, data.frame(v = c(1.5, 2.5), row.names = c("r1", "r2")))
   # back out and in again: nothing changes (highly_variable travels as VariableFeatures)
-  obj[["RNA"]]@meta.features$highly_variable <- NULL
+  obj[["RNA"]][["highly_variable"]] <- NULL
   f2 <- withr::local_tempfile(fileext = ".h5ad")
   WriteH5AD(obj, f2, verbose = FALSE)
   expect_identical(seurat_diff(ReadH5AD(f2, verbose = FALSE), obj, assays = "RNA", counts.only = c("adt", "raw")),
@@ -150,7 +150,7 @@ test_that("truncated or corrupt files and unknown encodings give errors naming t
   seek(con, floor(file.size(good) / 2), rw = "write")
   truncate(con)
   close(con)
-  expect_error(ReadH5AD(trunc), "trunc\\.h5ad.*could not be opened.*truncated file")
+  expect_error(ReadH5AD(trunc), "trunc\\.h5ad.*could not be opened as an HDF5 \\(\\.h5ad\\) file \\(truncated")  # (libhdf5 1.14 does not say "truncated file")
 
   junk <- file.path(dir, "junk.h5ad")
   writeBin(as.raw(rep(c(1, 7, 42, 255), 2000)), junk)

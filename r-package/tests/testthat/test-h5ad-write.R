@@ -24,11 +24,11 @@ test_that("files WriteH5AD writes open in anndata with X, layers, obs types, obs
   expect_identical(unlist(py_val(ad$obs_names$tolist())), colnames(small))
   expect_identical(unlist(py_val(ad$var_names$tolist())), rownames(small))
   X <- pybridge:::.py_matrix(ad$X)
-  expect_identical(strip(X), strip(Matrix::t(GetAssayData(small, "counts"))))
-  expect_equal(strip(pybridge:::.py_matrix(py_item(ad$layers, "data"))), strip(Matrix::t(GetAssayData(small, "data"))))
+  expect_identical(strip(X), strip(Matrix::t(layer_data(small, "counts"))))
+  expect_equal(strip(pybridge:::.py_matrix(py_item(ad$layers, "data"))), strip(Matrix::t(layer_data(small, "data"))))
   sd <- pybridge:::.py_matrix(py_item(ad$layers, "scale.data"))
-  sfe <- rownames(GetAssayData(small, "scale.data"))
-  expect_identical(strip(sd[, match(sfe, rownames(small))]), strip(t(GetAssayData(small, "scale.data"))))
+  sfe <- rownames(layer_data(small, "scale.data"))
+  expect_identical(strip(sd[, match(sfe, rownames(small))]), strip(t(layer_data(small, "scale.data"))))
   expect_true(all(sd[, -match(sfe, rownames(small))] == 0))
 
   types <- h5t_dtypes(ad$obs)
@@ -76,7 +76,7 @@ test_that("scanpy reads the files and computes on them", {
   sc$pp$normalize_total(ad, target_sum = 1e4)
   sc$pp$log1p(ad)
   # scanpy's log-normalisation of the counts equals Seurat's NormalizeData (same formula)
-  expect_equal(strip(pybridge:::.py_matrix(ad$X)), strip(Matrix::t(GetAssayData(small, "data"))), tolerance = 1e-6)
+  expect_equal(strip(pybridge:::.py_matrix(ad$X)), strip(Matrix::t(layer_data(small, "data"))), tolerance = 1e-6)
 })
 
 test_that(".rds -> h5ad -> .rds keeps counts, metadata, reductions and graphs (every shared .rds)", {
