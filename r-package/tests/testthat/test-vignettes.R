@@ -69,6 +69,13 @@ test_that("integration renders: RunPreprocess results in place, scVI mixes the c
   expect_gt(s["scVI", "ilisi_norm"], s["PCA", "ilisi_norm"] + 0.05)
   expect_gt(s["scVI", "knn_label_accuracy"], 0.8)
   expect_equal(Misc(kang[["scvi"]])$params$epochs_trained, 60)
+  if (is_seurat5()) {  # the Seurat 5 section: IntegrateLayers(method = scVIIntegration) on split layers
+    s5 <- env$scores5
+    expect_gt(s5["IntegrateLayers (scVI)", "ilisi_norm"], s5["PCA", "ilisi_norm"] + 0.05)
+    expect_gt(s5["IntegrateLayers (scVI)", "knn_label_accuracy"], 0.8)
+  } else {
+    expect_null(env$scores5)  # shown, not run, under SeuratObject 4
+  }
 })
 
 test_that("annotation renders: STIM cells annotated from CTRL above the accuracy floor, pathway assay present", {
