@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup on a fresh Debian machine; idempotent and quiet on a second run.
 #   - apt: R 4.2 with Seurat, reticulate, testthat, roxygen2, hdf5r, rmarkdown (+ pandoc), mixtools
-#     (RunMixscape, which the Mixscape parity test runs)
+#     (RunMixscape, which the Mixscape parity test runs), libhdf5-dev + pkg-config (the R package's
+#     C routines link the libhdf5 that hdf5r uses; its configure finds it with pkg-config)
 #   - a virtualenv (default ~/.virtualenvs/r-pybridge, the one library(pybridge) finds) with
 #     pybridge and its extras, under constraints.txt (numpy<2 for reticulate 1.28, ...)
 #   - the R package from r-package/
@@ -12,7 +13,8 @@ STAMP_DIR="$VENV/.pybridge-stamps"
 say() { printf '[setup] %s\n' "$*"; }
 
 APT_PKGS=(r-base-core r-base-dev r-cran-seurat r-cran-reticulate r-cran-testthat r-cran-roxygen2
-          r-cran-hdf5r r-cran-rmarkdown r-cran-knitr r-cran-ggplot2 r-cran-mixtools pandoc)
+          r-cran-hdf5r r-cran-rmarkdown r-cran-knitr r-cran-ggplot2 r-cran-mixtools pandoc
+          libhdf5-dev pkg-config)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -25,7 +25,7 @@ SUITE=trixie
 PKGS=(r-base-core r-base-dev r-cran-seurat r-cran-seuratobject r-cran-reticulate r-cran-hdf5r
       r-cran-matrix r-cran-testthat r-cran-rmarkdown r-cran-knitr r-cran-ggplot2 pandoc
       r-cran-mixtools r-cran-lmtest r-cran-dplyr
-      r-bioc-delayedarray ca-certificates libpcre2-dev libbz2-dev liblzma-dev zlib1g-dev libicu-dev)
+      r-bioc-delayedarray ca-certificates libpcre2-dev libbz2-dev liblzma-dev zlib1g-dev libicu-dev libhdf5-dev)
 # (r-cran-mixtools: Seurat's RunMixscape, which the Mixscape parity test runs; lmtest + dplyr: R Augur's
 # select_variance, which tests/tl/test_augur.py runs as the reference.)
 STAMP_VERSION=1  # bump to force a rebuild from scratch when the build steps change

@@ -57,6 +57,19 @@ LAYOUT: dict = {
     # h5ad only: a character column with NA is written as a categorical (as anndata does) and
     # marked with this attribute so that R reads character back
     "r_type_attr": "pybridge-r-type",
+    # files from other tools: layers that fill a Seurat layer (SingleCellExperiment's names, as
+    # zellkonverter writes them); zellkonverter records the assay that became X in uns['X_name']
+    "layer_aliases": {"logcounts": "data"},
+    "zellkonverter_x_name": "X_name",
+    # an AnnData without X or layers reads as an all-zero counts layer, marked in Misc by this
+    # key, so that writing it back writes no X
+    "misc_x_absent": "pybridge.X_absent",
+    # other assays in an .h5ad: obsm tables of their counts up to this many features (larger ones
+    # belong in an .h5mu, one modality per assay; MuData's format version)
+    "obsm_assay_max_features": 1000,
+    "mudata_version": "0.1.0",
+    # temporary files of atomic writes (R and Python): .<name><marker><host>-<pid>-<random><ext>
+    "tmp_marker": ".pybridge-tmp-",
 }
 
 # encoding-type -> encoding-version, as anndata >= 0.8 writes them

@@ -23,7 +23,15 @@
   split_keys = c("key", "levels", "added", "layers"),
   reduction_keys = c("key", "assay", "global", "stdev", "loadings_features"),
   idents_keys = c("codes", "levels"),
-  r_type_attr = "pybridge-r-type"
+  r_type_attr = "pybridge-r-type",
+  layer_aliases = list(
+    logcounts = "data"
+  ),
+  zellkonverter_x_name = "X_name",
+  misc_x_absent = "pybridge.X_absent",
+  obsm_assay_max_features = 1000,
+  mudata_version = "0.1.0",
+  tmp_marker = ".pybridge-tmp-"
 )
 
 # encoding-type -> encoding-version (anndata >= 0.8)

@@ -18,7 +18,7 @@
   .h5_write(grp, "data", if (is.double(x)) x else as.double(x))
   .h5_write(grp, "indices", if (is.integer(i)) i else as.integer(i))
   .h5_write(grp, "indptr", if (is.integer(p)) p else as.integer(p))
-  grp$close()
+  .h5_close(grp)
   invisible(NULL)
 }
 
@@ -37,10 +37,7 @@
   }
 }
 
-.h5ad_small_int_type <- function(n) {
-  if (n < 128L) hdf5r::h5types$H5T_NATIVE_INT8 else if (n < 32768L) hdf5r::h5types$H5T_NATIVE_INT16 else
-    hdf5r::h5types$H5T_NATIVE_INT32
-}
+.h5ad_small_int_type <- function(n) if (n < 128L) "i8" else if (n < 32768L) "i16" else "i32"  # as pandas' codes
 
 .h5ad_write_categorical <- function(g, name, codes, levels, ordered, r.type = NULL) {
   grp <- .h5_group(g, name, "categorical")
@@ -48,13 +45,17 @@
   if (!is.null(r.type)) .h5_set_attr(grp, .h5ad_layout$r_type_attr, r.type)
   codes <- as.integer(codes)
   codes[is.na(codes)] <- -1L
-  .h5_write(grp, "codes", codes, enc = "array", dtype = .h5ad_small_int_type(length(levels)))
+  .h5_write(grp, "codes", codes, enc = "array", ftype = .h5ad_small_int_type(length(levels)))
   .h5_write(grp, "categories", as.character(levels), enc = "string-array")
-  grp$close()
+  .h5_close(grp)
 }
 
-# One data.frame column from its parts (pybridge/io/_parts.py: column_from_parts).
-.h5ad_write_column <- function(g, name, p) {
+# One data.frame column from its parts (pybridge/io/_parts.py: column_from_parts). `categorize`
+# (obs and var): a character column with repeated values or NA is written as a categorical with
+# sorted categories, as anndata's write_h5ad stores it (AnnData.strings_to_categoricals: the same
+# file content, and far smaller than one string per cell); the attribute .h5ad_layout$r_type_attr
+# lets ReadH5AD give character back.
+.h5ad_write_column <- function(g, name, p, categorize = FALSE) {
   mask <- if (!is.null(p$mask)) as.logical(as.vector(p$mask)) else logical(0)
   has_na <- length(mask) > 0L && any(mask)
   switch(p$kind,
@@ -67,7 +68,7 @@
         v[mask] <- if (p$kind == "logical") FALSE else 0L
         .h5_write(grp, "values", v, enc = "array")
         .h5_write(grp, "mask", mask, enc = "array")
-        grp$close()
+        .h5_close(grp)
       } else {
         .h5_write(g, name, v, enc = "array")
       }
@@ -79,11 +80,12 @@
     },
     character = {
       v <- as.character(unlist(p$values))
-      if (has_na) {
-        # a string column with missing values: anndata's write_h5ad stores it as a categorical
-        # (readable by every anndata >= 0.8); the attribute lets ReadH5AD give character back.
-        v[mask] <- NA_character_
-        lv <- unique(v[!mask])
+      if (has_na) v[mask] <- NA_character_
+      lv <- if (has_na || categorize) unique(v[!mask])
+      if (has_na || (categorize && length(lv) < length(v))) {
+        # a string column with missing values is a categorical in any case (pandas' string
+        # arrays have no missing value that every anndata >= 0.8 reads)
+        lv <- sort(lv, method = "radix")  # pandas' order (code points)
         codes <- match(v, lv) - 1L
         codes[is.na(codes)] <- -1L
         .h5ad_write_categorical(g, name, codes, lv, FALSE, r.type = "character")
@@ -97,17 +99,17 @@
 }
 
 # A dataframe element from row names and a list of column parts.
-.h5ad_write_df <- function(g, name, index, names, columns, what = "column") {
+.h5ad_write_df <- function(g, name, index, names, columns, what = "column", categorize = FALSE) {
   names <- as.character(unlist(names))
   grp <- .h5_group(g, name, "dataframe")
-  on.exit(grp$close())
+  on.exit(.h5_close(grp))
   idx_name <- "_index"
   while (idx_name %in% names) idx_name <- paste0("_", idx_name)
   .h5_set_attr(grp, "_index", idx_name)
   .h5_set_attr(grp, "column-order", names, array = TRUE)
   .h5_write(grp, idx_name, as.character(unlist(index)), enc = "string-array")
   for (j in seq_along(names)) {
-    .h5ad_write_column(grp, .h5_check_name(names[j], what), columns[[j]])
+    .h5ad_write_column(grp, .h5_check_name(names[j], what), columns[[j]], categorize)
   }
   invisible(NULL)
 }
@@ -118,11 +120,15 @@
   if (is.null(x)) return(invisible(NULL))
   if (is.list(x) && !is.null(x[["__pybridge_dataframe__"]])) {
     p <- x[["__pybridge_dataframe__"]]
+    nms <- as.character(unlist(p$names))
+    if (length(nms) && any(!nzchar(nms) | grepl("/", nms, fixed = TRUE) | nms %in% c(".", ".."))) {
+      return(.h5ad_write_recarray(g, name, nms, p$columns))  # names HDF5 cannot hold as elements
+    }
     return(.h5ad_write_df(g, name, p$index, p$names, p$columns, what = paste0("column of ", path, "/", name)))
   }
   if (is.list(x)) {
     grp <- .h5_group(g, name)
-    on.exit(grp$close())
+    on.exit(.h5_close(grp))
     nms <- names(x)
     if (is.null(nms)) nms <- as.character(seq_along(x) - 1L)
     for (k in seq_along(x)) .h5ad_write_uns(grp, nms[k], x[[k]], paste0(path, "/", name))
@@ -132,8 +138,8 @@
   if (is.factor(x)) x <- as.character(x)
   if (is.null(d) && length(x) == 1L) {
     if (is.character(x)) return(.h5_write(g, name, x, enc = "string", scalar = TRUE))
-    dt <- if (is.integer(x)) hdf5r::h5types$H5T_NATIVE_INT64 else NULL
-    return(.h5_write(g, name, x, enc = "numeric-scalar", dtype = dt, scalar = TRUE))
+    dt <- if (is.integer(x)) "i64" else NULL
+    return(.h5_write(g, name, x, enc = "numeric-scalar", ftype = dt, scalar = TRUE))
   }
   enc <- if (is.character(x)) "string-array" else "array"
   if (length(d) >= 2L) {
@@ -144,39 +150,70 @@
   .h5_write(g, name, x, enc = enc)
 }
 
+# A table whose column names cannot be HDF5 element names (e.g. scanpy's rank_genes_groups
+# tables, keyed by cluster names such as 'CD4+/CD25 T Reg', read from a rec-array): written as
+# anndata's rec-array (a compound dataset, its columns as fields; the row names are 0..n-1).
+.h5ad_write_recarray <- function(g, name, names, columns) {
+  cols <- lapply(columns, function(p) {
+    if (identical(p$kind, "factor")) {
+      codes <- as.integer(as.vector(p$values))
+      v <- as.character(unlist(p$levels))[ifelse(codes >= 0L, codes + 1L, NA_integer_)]
+      v[is.na(v)] <- ""
+    } else {
+      v <- if (identical(p$kind, "character")) as.character(unlist(p$values)) else as.vector(p$values)
+    }
+    mask <- as.logical(as.vector(p$mask %||% logical(0)))
+    if (length(mask) && any(mask)) {
+      if (is.character(v)) v[mask] <- "" else { v <- as.double(v); v[mask] <- NaN }
+    }
+    if (!is.double(v) && !is.integer(v) && !is.logical(v) && !is.character(v)) v <- as.double(v)
+    v
+  })
+  names(cols) <- names
+  .Call(pyb_h5_write_compound, g$id, name, cols, .h5_compression(), c("rec-array", .h5ad_encodings[["rec-array"]]))
+  invisible(NULL)
+}
+
 # Write the parts of one Seurat assay as an h5ad file (pybridge/io/_bridge.py: anndata_from_parts,
-# then anndata's write_h5ad). Returns the notes added to the report.
+# then anndata's write_h5ad). Returns the conversion notes.
 .h5ad_write_parts <- function(parts, file) {
-  h5 <- hdf5r::H5File$new(file, mode = "w")
+  h5 <- .h5w_create(file)
   on.exit(.h5_close(h5))
+  .h5_enc(h5, "anndata", .h5ad_encodings$anndata)
+  .h5ad_write_adata(h5, parts)
+}
+
+# The AnnData of one assay's parts, written into the file or group h5 (an h5ad's root, or a
+# modality of an .h5mu).
+.h5ad_write_adata <- function(h5, parts) {
+  L <- .h5ad_layout
   cells <- as.character(unlist(parts$cells))
   features <- as.character(unlist(parts$features))
   n_obs <- length(cells)
   n_vars <- length(features)
   report <- as.character(unlist(parts$report))
-  .h5_enc(h5, "anndata", .h5ad_encodings$anndata)
   meta <- list(assay = as.character(parts$assay %||% "RNA"), X_layer = as.character(parts$X_layer %||% "counts"),
                seurat_version = as.character(parts$seurat_version %||% ""), reductions = list())
 
-  if (!is.null(parts$X)) .h5ad_write_matrix_part(h5, "X", parts$X)
+  misc <- parts$misc
+  if (isTRUE(misc[[L$misc_x_absent]])) {  # read from a file without X: none written back
+    misc[[L$misc_x_absent]] <- NULL
+  } else if (!is.null(parts$X)) {
+    .h5ad_write_matrix_part(h5, "X", parts$X)
+  }
 
   layers <- .h5_group(h5, "layers")
   for (name in names(parts$layers)) {
     part <- parts$layers[[name]]
-    if (name == .h5ad_layout$scale_data) {
+    if (name == L$scale_data) {
       sfeat <- as.character(unlist(parts$scale_data_features))
-      m <- part$dense %||% as.matrix(.matrix_from_parts(part))
-      full <- matrix(0, n_vars, n_obs)  # features x cells in R = cells x features in the file
-      pos <- match(sfeat, features)
-      full[pos[!is.na(pos)], ] <- m[!is.na(pos), , drop = FALSE]
-      .h5_write(layers, name, full, enc = "array")
-      rm(full)
+      .h5ad_write_scale_data(layers, name, part, sfeat, features)
       meta$scale_data_features <- sfeat
     } else {
       .h5ad_write_matrix_part(layers, .h5_check_name(name, "layer"), part)
     }
   }
-  layers$close()
+  .h5_close(layers)
 
   var_names <- features
   orig <- as.character(unlist(parts$original_features))
@@ -190,21 +227,20 @@
   vf <- as.character(unlist(parts$variable_features))
   if (length(vf)) {
     hv <- list(kind = "logical", values = features %in% vf, mask = logical(0))
-    j <- match(.h5ad_layout$highly_variable, var_names_cols)
+    j <- match(L$highly_variable, var_names_cols)
     if (is.na(j)) {
-      var_names_cols <- c(var_names_cols, .h5ad_layout$highly_variable)
+      var_names_cols <- c(var_names_cols, L$highly_variable)
       var_cols <- c(var_cols, list(hv))
     } else {
       var_cols[[j]] <- hv
     }
     meta$variable_features <- vf
   }
-  .h5ad_write_df(h5, "obs", cells, parts$obs$names, parts$obs$columns, what = "meta.data column")
-  .h5ad_write_df(h5, "var", var_names, var_names_cols, var_cols, what = "meta.features column")
+  .h5ad_write_df(h5, "obs", cells, parts$obs$names, parts$obs$columns, what = "meta.data column", categorize = TRUE)
+  .h5ad_write_df(h5, "var", var_names, var_names_cols, var_cols, what = "meta.features column", categorize = TRUE)
 
   obsm <- .h5_group(h5, "obsm")
   varm <- .h5_group(h5, "varm")
-  misc <- parts$misc
   uns_generated <- list()
   for (name in names(parts$reductions)) {
     red <- parts$reductions[[name]]
@@ -229,7 +265,7 @@
       .h5_write(varm, .h5ad_varm_key(name), t(full), enc = "array")
       info$loadings_features <- var_names[pos[!is.na(pos)]]  # named as var_names (originals if restored)
     }
-    pv <- .h5ad_layout$pca_variance
+    pv <- L$pca_variance
     if (name == pv[1] && !is.null(info$stdev) && !pv[1] %in% names(misc)) {
       uns_generated[[pv[1]]] <- stats::setNames(list(.np(sd^2)), pv[2])  # scanpy's place for it
       meta$uns_generated <- pv[1]
@@ -238,14 +274,21 @@
   }
   for (name in names(parts$other_assays)) {
     a <- parts$other_assays[[name]]
-    m <- t(as.matrix(.matrix_from_parts(a$X)))  # cells x features
     fn <- as.character(unlist(a$features))
+    if (length(fn) > L$obsm_assay_max_features || sum(nchar(fn, "bytes") + 1) > 60000) {
+      report <- c(report, sprintf(paste0("assay '%s' (%d features) not written: an .h5ad keeps other assays as obsm ",
+                                         "tables of at most %d features; write an .h5mu file (one modality per assay, ",
+                                         "sparse) to keep it, or WriteH5AD(assay = '%s')"),
+                                  name, length(fn), L$obsm_assay_max_features, name))
+      next
+    }
+    m <- t(as.matrix(.matrix_from_parts(a$X)))  # cells x features
     cols <- lapply(seq_len(ncol(m)), function(k) list(kind = "double", values = m[, k], mask = logical(0)))
     .h5ad_write_df(obsm, .h5_check_name(name, "assay"), cells, fn, cols, what = paste0("feature of assay ", name))
     meta$assays_in_obsm <- c(meta$assays_in_obsm, name)
   }
-  obsm$close()
-  varm$close()
+  .h5_close(obsm)
+  .h5_close(varm)
 
   obsp <- .h5_group(h5, "obsp")
   for (name in names(parts$graphs)) {
@@ -253,8 +296,8 @@
     tg <- Matrix::t(.matrix_from_parts(list(sparse = g)))  # CSR arrays of a graph = CSC arrays of its transpose
     .h5ad_write_sparse(obsp, .h5_check_name(name, "graph"), tg@x, tg@i, tg@p, dim(tg))
   }
-  obsp$close()
-  .h5_group(h5, "varp")$close()
+  .h5_close(obsp)
+  .h5_close(.h5_group(h5, "varp"))
 
   if (!is.null(parts$idents)) {
     meta$idents <- list(codes = .np(as.integer(as.vector(parts$idents$values))),
@@ -272,86 +315,25 @@
   for (k in c("scale_data_features", "variable_features", "uns_generated", "assays_in_obsm")) {
     if (!is.null(meta[[k]])) meta[[k]] <- .np(meta[[k]])
   }
-  stopifnot(all(names(meta) %in% .h5ad_layout$meta_keys))  # the shared table lists every entry
-  .h5ad_write_uns(uns, .h5ad_layout$meta, meta, "uns")
-  uns$close()
+  stopifnot(all(names(meta) %in% L$meta_keys))  # the shared table lists every entry
+  .h5ad_write_uns(uns, L$meta, meta, "uns")
+  .h5_close(uns)
   report
 }
 
-# Atomic file writing: a temporary file in the target directory, then rename. A failure leaves
-# no partial file and an existing file untouched; an existing file is replaced only with overwrite.
-.atomic_write <- function(file, overwrite, writer) {
-  if (!is.character(file) || length(file) != 1L || is.na(file) || !nzchar(file)) {
-    stop("`file` must be one file path.", call. = FALSE)
-  }
-  file <- normalizePath(path.expand(file), mustWork = FALSE)
-  dir <- dirname(file)
-  if (!dir.exists(dir)) stop("directory '", dir, "' does not exist; create it first.", call. = FALSE)
-  if (dir.exists(file)) stop("'", file, "' is a directory.", call. = FALSE)
-  if (file.exists(file) && !isTRUE(overwrite)) {
-    stop("'", file, "' already exists; use overwrite = TRUE to replace it.", call. = FALSE)
-  }
-  ext <- sub("^[^.]*", "", basename(file))
-  tmp <- tempfile(pattern = paste0(".", sub("\\..*$", "", basename(file)), ".pybridge-tmp-"), tmpdir = dir,
-                  fileext = if (nzchar(ext)) paste0(".", sub(".*\\.", "", ext)) else "")
-  done <- FALSE
-  on.exit(if (!done) unlink(tmp), add = TRUE)
-  out <- writer(tmp)
-  if (file.exists(file) && !isTRUE(overwrite)) {
-    stop("'", file, "' appeared while writing; not replaced (overwrite = FALSE).", call. = FALSE)
-  }
-  if (!isTRUE(suppressWarnings(file.rename(tmp, file)))) {
-    stop("could not move the written file into place at '", file, "'.", call. = FALSE)
-  }
-  done <- TRUE
-  invisible(out)
-}
-
-#' Write a Seurat object to an h5ad file (no Python needed)
-#'
-#' Writes one assay of a Seurat object as an AnnData `.h5ad` file with hdf5r, in anndata's
-#' on-disk format (encoding-type/encoding-version attributes; files open in anndata >= 0.8 and
-#' scanpy). The layout is the one [as.AnnData()] produces in memory, so a file written here
-#' reads in Python exactly like `as.AnnData(object)`:
-#'
-#' * `X`: the chosen `layer` (cells x features CSR: the dgCMatrix arrays themselves);
-#'   the other layers in `layers` (`scale.data` dense, 0 for features it does not cover, the
-#'   covered features in `uns/pybridge/scale_data_features`).
-#' * `obs` = meta.data: factors -> categoricals (all levels, order, ordered flag); logical or
-#'   integer with NA -> nullable-boolean / nullable-integer; character -> string array
-#'   (with NA: a categorical, as anndata itself writes it, marked so [ReadH5AD()] returns
-#'   character). `var` = meta.features, `var$highly_variable` from VariableFeatures.
-#' * Reductions -> `obsm/X_<name>`, loadings -> `varm/PCs` (pca) or `varm/<name>_loadings`,
-#'   keys/stdev in `uns/pybridge/reductions` (and `uns/pca/variance`); graphs -> `obsp`;
-#'   counts of other assays -> `obsm/<assay>` (a dataframe); Misc -> `uns`; Idents and
-#'   the conversion report -> `uns/pybridge`.
-#'
-#' The write is atomic: the file is written to a temporary file in the same directory and
-#' renamed; on failure nothing is left behind and an existing file is untouched.
-#'
-#' @param object A Seurat object (v4 tested; v5 Assay5 untested).
-#' @param file Path of the `.h5ad` file to write.
-#' @param assay Assay to write (default: the default assay).
-#' @param layer Layer that becomes `X`: `"counts"` (default), `"data"` or `"scale.data"`.
-#' @param overwrite Replace an existing `file` (default `FALSE`: error).
-#' @param verbose Print what could not be carried (command log, images, ...).
-#' @param reductions,graphs,misc,other.assays Carry reductions, graphs, Misc and the counts of
-#'   the other assays (default `TRUE`).
-#' @param ... Unused.
-#' @return The path of the written file, invisibly.
-#' @seealso [ReadH5AD()], [as.AnnData()]; anndata's file format:
-#'   <https://anndata.readthedocs.io/en/latest/fileformat-prose.html>.
-#' @export
-WriteH5AD <- function(object, file, assay = NULL, layer = "counts", overwrite = FALSE, verbose = TRUE,
-                      reductions = TRUE, graphs = TRUE, misc = TRUE, other.assays = TRUE, ...) {
-  assay <- .check_seurat(object, assay)
-  if (!is.character(file) || length(file) != 1L) stop("`file` must be one file path.", call. = FALSE)
-  if (file.exists(file) && !isTRUE(overwrite)) {
-    stop("'", file, "' already exists; use overwrite = TRUE to replace it.", call. = FALSE)
-  }
-  parts <- .seurat_to_parts(object, assay = assay, layer = layer, reductions = reductions, graphs = graphs,
-                            misc = misc, other.assays = other.assays, zero.copy = NA)
-  report <- .atomic_write(file, overwrite, function(tmp) .h5ad_write_parts(parts, tmp))
-  .print_report(report, verbose)
-  invisible(normalizePath(file))
+# scale.data over its own features only, as a CSR layer of the assay's shape (cells x features)
+# whose stored entries are exactly its values (explicit zeros kept): every reader sees an ordinary
+# sparse layer equal to the padded dense one (0 outside its features); the features are listed in
+# uns['pybridge']['scale_data_features'] (h5ad-read-obsm.R: .h5ad_scale_data reads both layouts).
+.h5ad_write_scale_data <- function(g, name, part, sfeat, features) {
+  m <- part$dense %||% as.matrix(.matrix_from_parts(part))  # scale features x cells
+  pos <- match(sfeat, features)
+  keep <- which(!is.na(pos))
+  o <- keep[order(pos[keep])]
+  n_obs <- ncol(m)
+  k <- length(o)
+  x <- as.vector(m[o, , drop = FALSE])  # for each cell, its values in feature order
+  storage.mode(x) <- "double"
+  .h5ad_write_sparse(g, name, x, rep.int(as.integer(pos[o] - 1L), n_obs), as.integer(seq.int(0, by = k, length.out = n_obs + 1L)),
+                     c(n_obs, length(features)))
 }

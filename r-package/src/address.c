@@ -5,7 +5,6 @@
  * keeps the R object alive (see pybridge/io/_parts.py: r_vector_view). */
 #include <R.h>
 #include <Rinternals.h>
-#include <R_ext/Rdynload.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -20,14 +19,4 @@ SEXP pyb_address(SEXP x) {
     char buf[32];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long) (uintptr_t) ptr);
     return mkString(buf);
-}
-
-static const R_CallMethodDef CallEntries[] = {
-    {"pyb_address", (DL_FUNC) &pyb_address, 1},
-    {NULL, NULL, 0}
-};
-
-void R_init_pybridge(DllInfo *dll) {
-    R_registerRoutines(dll, NULL, CallEntries, NULL, NULL);
-    R_useDynamicSymbols(dll, FALSE);
 }

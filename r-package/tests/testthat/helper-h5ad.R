@@ -70,6 +70,15 @@ def h5t_compare(a, b):
         _h5t_eq(dict(getattr(a, attr)), dict(getattr(b, attr)), attr, errs)
     return errs
 
+def h5t_col(s):
+    na = [bool(m) for m in s.isna().to_numpy()]
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return {'kind': 'cat', 'na': na, 'values': ['' if m else str(v) for v, m in zip(s.astype(object), na)],
+                'levels': [str(c) for c in s.cat.categories], 'ordered': bool(s.cat.ordered)}
+    if s.dtype.kind in 'biuf' or str(s.dtype) in ('Int8', 'Int16', 'Int32', 'Int64', 'UInt8', 'boolean', 'Float32', 'Float64'):
+        return {'kind': 'num', 'na': na, 'values': s.to_numpy(dtype='float64', na_value=np.nan).tolist()}
+    return {'kind': 'str', 'na': na, 'values': ['' if m else str(v) for v, m in zip(s.astype(object), na)]}
+
 def h5t_dtypes(df):
     return {str(k): str(v) for k, v in df.dtypes.items()}
 "
@@ -111,7 +120,9 @@ seurat_diff <- function(a, b, assays = Assays(a), counts.only = character(0)) {
     }
     if (!as %in% counts.only) {
       chk(identical(features_df(a, as), features_df(b, as)), paste(as, "meta.features"))
-      chk(identical(VariableFeatures(a, assay = as), VariableFeatures(b, assay = as)), paste(as, "variable features"))
+      # (none: SeuratObject 4 keeps logical(0) in a new assay, character(0) once set)
+      chk(identical(as.character(VariableFeatures(a, assay = as)), as.character(VariableFeatures(b, assay = as))),
+          paste(as, "variable features"))
       chk(identical(Key(a[[as]]), Key(b[[as]])), paste(as, "key"))
     }
   }
@@ -166,4 +177,119 @@ h5t_small <- function() {
     .h5t_env$small <- small
   }
   .h5t_env$small
+}
+
+# ------------------------------------------------------------------ files written by other software
+# An AnnData element as an R matrix (cells x k; sparse or dense in Python).
+py_mat <- function(x) {
+  m <- pybridge:::.py_matrix(x)
+  as.matrix(m)
+}
+py_keys <- function(x) unlist(py_val(reticulate::import_builtins(convert = FALSE)$list(x$keys())))
+py_none <- function(x) inherits(x, "python.builtin.NoneType")
+py_isdf <- function(x) py_val(reticulate::import_builtins(convert = FALSE)$isinstance(x, reticulate::import("pandas", convert = FALSE)$DataFrame))
+
+# The Seurat object ReadH5AD made from a file, checked value by value against anndata's reading `a`
+# of the same file: cells, features, X and layers (in their Seurat layer or assay), obs columns,
+# obsm (reductions, or assays for tables), obsp (graphs), raw. Returns the X layer used.
+expect_like_anndata <- function(obj, a, label) {
+  cells <- unlist(py_val(a$obs_names$tolist()))
+  genes <- unlist(py_val(a$var_names$tolist()))
+  expect_identical(colnames(obj), cells, label = paste(label, "cells"))
+  expect_identical(rownames(obj), make.unique(gsub("_", "-", genes, fixed = TRUE)), label = paste(label, "features"))
+  report <- unlist(Misc(obj, "pybridge.report"))
+  layers <- py_keys(a$layers)
+  has_counts_layer <- "counts" %in% layers
+  X <- if (!py_none(a$X)) py_mat(a$X)
+  xl <- if (is.null(X)) "counts" else if (!has_counts_layer && all(is.finite(X)) && all(X >= 0) && all(X == round(X))) "counts" else "data"
+  if (!is.null(X)) {
+    expect_equal(strip(as.matrix(layer_data(obj, xl))), strip(t(X)), label = paste(label, "X"))
+  } else {
+    expect_identical(sum(layer_data(obj, "counts") != 0), 0L, label = paste(label, "no X: empty counts"))
+  }
+  for (l in layers) {
+    v <- py_mat(py_item(a$layers, l))
+    to <- if (l == "logcounts") "data" else l
+    if (to %in% c("counts", "data")) {
+      if (to != xl) expect_equal(strip(as.matrix(layer_data(obj, to))), strip(t(v)), label = paste(label, "layer", l))
+    } else {
+      expect_equal(strip(as.matrix(layer_data(obj, "counts", assay = make.names(l)))), strip(t(v)), label = paste(label, "layer", l))
+    }
+  }
+  obs <- a$obs
+  for (col in unlist(py_val(obs$columns$tolist()))) {
+    v <- obj[[col]][, 1]
+    h5t_init()
+    s <- py_val(py_main()$h5t_col(py_item(obs, col)))
+    na <- unlist(s$na)
+    expect_identical(is.na(v), na, label = paste(label, col, "NA"))
+    if (s$kind == "cat") {
+      expect_identical(levels(v), as.character(unlist(s$levels)), label = paste(label, col))
+      expect_identical(as.character(v)[!na], unlist(s$values)[!na], label = paste(label, col))
+      expect_identical(is.ordered(v), s$ordered, label = paste(label, col, "ordered"))
+    } else if (s$kind == "num") {
+      expect_equal(as.numeric(v)[!na], as.numeric(unlist(s$values))[!na], label = paste(label, col))
+    } else {
+      expect_identical(as.character(v)[!na], unlist(s$values)[!na], label = paste(label, col))
+    }
+  }
+  taken <- Assays(obj)
+  for (k in py_keys(a$obsm)) {
+    e <- py_item(a$obsm, k)
+    name <- sub("^X_", "", k)
+    if (py_isdf(e)) {
+      m <- as.matrix(py_val(e$to_numpy()))
+      if (name %in% Reductions(obj)) {  # zellkonverter's data-frame embeddings
+        expect_equal(strip(Embeddings(obj, name)), strip(m), label = paste(label, "obsm", k))
+      } else if (make.names(k) %in% Assays(obj)) {
+        expect_equal(strip(as.matrix(layer_data(obj, "counts", assay = make.names(k)))), strip(t(m)), label = paste(label, "obsm", k))
+      }
+      next
+    }
+    if (name %in% taken) name <- paste0(name, "_obsm")
+    expect_true(name %in% Reductions(obj), label = paste(label, "reduction", name))
+    expect_equal(strip(Embeddings(obj, name)), strip(py_mat(e)), label = paste(label, "obsm", k))
+  }
+  for (k in py_keys(a$obsp)) {
+    name <- if (k %in% c(Assays(obj), Reductions(obj)) && !k %in% Graphs(obj)) paste0(k, "_obsp") else k
+    expect_equal(strip(as.matrix(obj[[name]])), strip(py_mat(py_item(a$obsp, k))), label = paste(label, "obsp", k))
+  }
+  if (!py_none(a$raw)) {
+    rawX <- py_mat(a$raw$X)
+    rg <- unlist(py_val(a$raw$var_names$tolist()))
+    if (identical(rg, genes) && !has_counts_layer && xl != "counts") {
+      expect_equal(strip(as.matrix(layer_data(obj, "counts"))), strip(t(rawX)), label = paste(label, "raw"))
+    } else {
+      expect_equal(strip(as.matrix(layer_data(obj, "counts", assay = "raw"))), strip(t(rawX)), label = paste(label, "raw"))
+    }
+  }
+  xl
+}
+
+# A file WriteH5AD wrote back, read by anndata (`b`), against anndata's reading of the original
+# (`a`): X, obs values, var names, the reductions (obsm X_*), obsp.
+expect_written_back <- function(b, a, label, xl) {
+  expect_identical(unlist(py_val(b$obs_names$tolist())), unlist(py_val(a$obs_names$tolist())), label = paste(label, "cells"))
+  expect_identical(unlist(py_val(b$var_names$tolist())), unlist(py_val(a$var_names$tolist())), label = paste(label, "genes"))
+  if (!py_none(a$X)) {
+    expect_equal(strip(py_mat(b$X)), strip(py_mat(a$X)), label = paste(label, "X"))
+  } else {
+    expect_true(py_none(b$X), label = paste(label, "no X"))
+  }
+  for (col in unlist(py_val(a$obs$columns$tolist()))) {
+    x <- py_item(a$obs, col)
+    y <- py_item(b$obs, col)
+    expect_identical(unlist(py_val(y$isna()$tolist())), unlist(py_val(x$isna()$tolist())), label = paste(label, col, "NA"))
+    if (py_val(x$dtype$kind) %in% c("i", "u", "f")) {
+      expect_equal(unlist(py_val(y$astype("float64")$tolist())), unlist(py_val(x$astype("float64")$tolist())), label = paste(label, col))
+    } else {
+      expect_identical(unlist(py_val(y$astype("str")$tolist())), unlist(py_val(x$astype("str")$tolist())), label = paste(label, col))
+    }
+  }
+  for (k in grep("^X_", py_keys(a$obsm), value = TRUE)) {
+    expect_equal(strip(py_mat(py_item(b$obsm, k))), strip(py_mat(py_item(a$obsm, k))), label = paste(label, "obsm", k))
+  }
+  for (k in intersect(py_keys(a$obsp), py_keys(b$obsp))) {
+    expect_equal(strip(py_mat(py_item(b$obsp, k))), strip(py_mat(py_item(a$obsp, k))), label = paste(label, "obsp", k))
+  }
 }

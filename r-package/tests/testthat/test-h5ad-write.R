@@ -1,6 +1,7 @@
-# WriteH5AD (h5ad-write.R; hdf5r, no Python): anndata and scanpy read what R writes with the values of
-# the source, .rds -> h5ad -> .rds keeps every value, writes are atomic. Python (reticulate) only
-# checks the files from the other side (helper-h5ad.R).
+# WriteH5AD (h5ad-write.R, h5ad-hdf5.R; libhdf5 through the package's C routines, no Python):
+# anndata and scanpy read what R writes with the values of the source, compressed files are as
+# small as anndata's, .rds -> h5ad -> .rds keeps every value, writes are atomic. Python
+# (reticulate) only checks the files from the other side (helper-h5ad.R).
 suppressPackageStartupMessages({
   library(Seurat)
   library(pybridge)
@@ -17,8 +18,15 @@ test_that("files WriteH5AD writes open in anndata with X, layers, obs types, obs
   ad <- ad_mod()$read_h5ad(f)
   # exactly the AnnData that as.AnnData() builds in memory (the same mapping), except that a
   # character column with NA is a categorical on disk (as anndata's own write_h5ad stores it)
-  diffs <- h5t_compare(ad, as.AnnData(small, verbose = FALSE))
-  expect_identical(diffs, "obs[chr_na]: dtype category vs string")
+  # and scale.data is stored over its own features only (sparse: densified, the same values)
+  mem <- as.AnnData(small, verbose = FALSE)
+  diffs <- h5t_compare(ad, mem)
+  # (character columns with repeated values are categoricals on disk, as anndata's write_h5ad
+  # stores them: the same content, and far smaller)
+  expect_identical(diffs, c("obs[chr]: dtype category vs object", "obs[chr_na]: dtype category vs string",
+                            "layers/scale.data: sparse vs dense"))
+  expect_identical(strip(as.matrix(pybridge:::.py_matrix(py_item(ad$layers, "scale.data")))),
+                   strip(pybridge:::.py_matrix(py_item(mem$layers, "scale.data"))))
 
   # ... and, checked against the Seurat object directly:
   expect_identical(unlist(py_val(ad$obs_names$tolist())), colnames(small))
@@ -28,12 +36,13 @@ test_that("files WriteH5AD writes open in anndata with X, layers, obs types, obs
   expect_equal(strip(pybridge:::.py_matrix(py_item(ad$layers, "data"))), strip(Matrix::t(layer_data(small, "data"))))
   sd <- pybridge:::.py_matrix(py_item(ad$layers, "scale.data"))
   sfe <- rownames(layer_data(small, "scale.data"))
-  expect_identical(strip(sd[, match(sfe, rownames(small))]), strip(t(layer_data(small, "scale.data"))))
+  expect_identical(strip(as.matrix(sd[, match(sfe, rownames(small))])), strip(t(layer_data(small, "scale.data"))))
+  expect_identical(length(sd@x), length(layer_data(small, "scale.data")))  # stored: its own features only
   expect_true(all(sd[, -match(sfe, rownames(small))] == 0))
 
   types <- h5t_dtypes(ad$obs)
   expect_identical(types[c("stim", "ord", "chr", "int_na", "lgl_na", "dbl_na", "nFeature_RNA", "chr_na")],
-                   c(stim = "category", ord = "category", chr = "object", int_na = "Int32", lgl_na = "boolean",
+                   c(stim = "category", ord = "category", chr = "category", int_na = "Int32", lgl_na = "boolean",
                      dbl_na = "float64", nFeature_RNA = "int32", chr_na = "category"))
   obs <- ad$obs
   for (col in c("stim", "seurat_annotations", "ord", "fac_unused")) {
@@ -115,4 +124,35 @@ test_that("writes are atomic: no partial file, an existing file replaced only wi
   expect_error(WriteH5AD(pbmc, file.path(dir, "no", "such", "dir.h5ad")), "does not exist")
   expect_error(WriteH5AD(list(), file.path(dir, "x.h5ad")), "must be a Seurat object")
   expect_error(WriteH5AD(pbmc, file.path(dir, "x.h5ad"), layer = "spliced"), "Layers that exist: counts, data")
+})
+
+test_that("compression = 'gzip' / 'lzf': anndata reads the values; sizes within 1.2x of anndata's own write", {
+  dir <- withr::local_tempdir()
+  f <- function(x) file.path(dir, x)
+  for (comp in c("none", "gzip", "lzf")) WriteH5AD(kang, f(paste0(comp, ".h5ad")), compression = comp, verbose = FALSE)
+  h5py <- reticulate::import("h5py", convert = FALSE)
+  h <- h5py$File(f("gzip.h5ad"), "r")
+  expect_identical(py_val(h$`__getitem__`("X/data")$compression), "gzip")
+  expect_identical(py_val(h$`__getitem__`("X/data")$compression_opts), 4L)  # anndata's level
+  h$close()
+  h <- h5py$File(f("lzf.h5ad"), "r")
+  expect_identical(py_val(h$`__getitem__`("layers/scale.data/data")$compression), "lzf")
+  h$close()
+  # anndata reads the three files equal; its own gzip / lzf writes of that content are the references
+  ref <- ad_mod()$read_h5ad(f("none.h5ad"))
+  for (comp in c("gzip", "lzf")) {
+    expect_identical(h5t_compare(ad_mod()$read_h5ad(f(paste0(comp, ".h5ad"))), ref), character(0), label = comp)
+    ref$write_h5ad(f(paste0("anndata_", comp, ".h5ad")), compression = comp)
+    ratio <- file.size(f(paste0(comp, ".h5ad"))) / file.size(f(paste0("anndata_", comp, ".h5ad")))
+    expect_lte(ratio, 1.2, label = paste(comp, "size / anndata's"))
+  }
+  # scale.data over its own 2,000 features: the uncompressed file is far below the padded
+  # 13,215-feature dense layer alone (2,000 x 13,215 float64 = 201.6 MiB)
+  expect_lt(file.size(f("none.h5ad")), 2000 * 13215 * 8 / 2)
+  expect_lt(file.size(f("gzip.h5ad")), file.size(f("lzf.h5ad")))
+  # ... and R reads the compressed files back to the object
+  back <- ReadH5AD(f("lzf.h5ad"), verbose = FALSE)
+  expect_identical(seurat_diff(kang, back), character(0))
+  expect_identical(seurat_diff(kang, ReadH5AD(f("gzip.h5ad"), verbose = FALSE)), character(0))
+  expect_error(WriteH5AD(small, f("x.h5ad"), compression = "zstd"), "`compression` must be \"none\", \"gzip\" or \"lzf\"")
 })
