@@ -162,8 +162,7 @@ AnnotateCells <- function(query, reference, reference.labels = NULL, method = c(
   feats <- gsub("_", "-", sets, fixed = TRUE)
   dimnames(m) <- list(feats, as.character(unlist(.r_value(att$obs_names$tolist()))))
   m <- m[, cells, drop = FALSE]
-  pw <- SeuratObject::CreateAssayObject(counts = m)
-  pw <- SeuratObject::SetAssayData(pw, slot = "data", new.data = Seurat::LogNormalize(m, verbose = FALSE))
+  pw <- .create_assay(counts = m, data = Seurat::LogNormalize(m, verbose = FALSE))  # Assay5 under SeuratObject 5
   SeuratObject::AddMetaData(pw, metadata = data.frame(
     gene.set = sets,
     n.genes = as.integer(.py_df(reticulate::import_builtins(convert = FALSE)$getattr(att, "var"))$n_genes),

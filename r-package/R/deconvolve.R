@@ -156,7 +156,7 @@ Deconvolve <- function(object, reference, reference.labels = NULL, method = "cel
     rownames(m) <- features
     m
   }
-  a <- SeuratObject::CreateAssayObject(data = tmat(mats[["mean"]]))
+  a <- .create_assay(data = tmat(mats[["mean"]]))  # Assay5 under SeuratObject 5
   SeuratObject::Key(a) <- paste0(gsub("[^[:alnum:]]", "", key), "_")
   a@misc <- c(lapply(mats[setdiff(names(mats), "mean")], tmat),
               list(cell.types = cell.types, method = method, pybridge.deconvolution = TRUE))
@@ -247,7 +247,7 @@ SpatialAbundancePlot <- function(object, cell.types = NULL, quantity = NULL, key
   a <- object[[key]]
   quantity <- quantity %||% if (identical(a@misc$method, "nnls")) "mean" else "q05"
   quantity <- match.arg(quantity, c("q05", "mean", "q95", "proportions"))
-  m <- if (quantity == "mean") as.matrix(SeuratObject::GetAssayData(a, slot = "data")) else a@misc[[quantity]]
+  m <- if (quantity == "mean") as.matrix(.assay_get_layer(a, "data")) else a@misc[[quantity]]
   if (is.null(m)) {
     stop("quantity '", quantity, "' is not stored for '", key, "' (", a@misc$method, " gives: mean, ",
          paste(setdiff(names(a@misc), c("cell.types", "method", "pybridge.deconvolution")), collapse = ", "), ").",

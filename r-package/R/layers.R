@@ -49,6 +49,11 @@
   a
 }
 
+# One layer of an assay object (v3: counts/data/scale.data slot; v5: any layer name).
+.assay_get_layer <- function(a, layer) {
+  if (.is_v5_assay(a)) .LayerData(a, layer = layer) else SeuratObject::GetAssayData(a, slot = layer)
+}
+
 # Set one layer of an assay object (v3: counts/data/scale.data slot; v5: any layer name).
 .assay_set_layer <- function(a, layer, value) {
   if (.is_v5_assay(a)) {
