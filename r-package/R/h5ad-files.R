@@ -43,6 +43,10 @@
 .write_error <- function(e, file) {
   msg <- conditionMessage(e)
   dir <- dirname(file)
+  probe <- file.path(dir, paste0(basename(.tmp_path(file)), ".probe"))  # HDF5 may not give the reason: ask the OS
+  msg <- paste(msg, tryCatch({ close(file(probe, "wb")); "" }, warning = function(w) conditionMessage(w),
+                             error = function(e) conditionMessage(e)))
+  unlink(probe)
   free <- tryCatch(.Call(pyb_free_space, dir), error = function(e) NA_real_)
   why <- if (grepl("No space left on device|errno = 28\\b", msg) || isTRUE(free < 1e6)) {
     sprintf("the file system of '%s' is full (No space left on device: %s free)", dir,
@@ -63,7 +67,17 @@
 # Atomic file writing: writer(tmp) writes the whole file to a temporary path in the target
 # directory, which is then renamed onto `file`. A failure or an interruption leaves no partial
 # file and an existing file untouched; an existing file is replaced only with overwrite.
-.atomic_write <- function(file, overwrite, writer) {
+# The bytes of the arrays in parts (matrix parts, reductions, graphs; nested lists): an estimate of
+# the file's size, checked against the free space before writing (libhdf5 1.10 cannot close a file
+# whose flush failed on a full disk, and then crashes when the process exits).
+.parts_bytes <- function(x) {
+  if (is.numeric(x) || is.logical(x)) return(as.numeric(length(x)) * if (is.integer(x) || is.logical(x)) 4 else 8)
+  if (is.list(x)) return(sum(vapply(x, .parts_bytes, 0)))
+  if (methods::is(x, "Matrix")) return(sum(vapply(c("x", "i", "p"), function(s) if (methods::.hasSlot(x, s)) .parts_bytes(methods::slot(x, s)) else 0, 0)))
+  0
+}
+
+.atomic_write <- function(file, overwrite, writer, need = NULL) {
   if (!is.character(file) || length(file) != 1L || is.na(file) || !nzchar(file)) {
     stop("`file` must be one file path.", call. = FALSE)
   }
@@ -78,6 +92,10 @@
     stop("'", file, "' already exists; use overwrite = TRUE to replace it.", call. = FALSE)
   }
   .clean_stale_tmp(dir)
+  free <- tryCatch(.Call(pyb_free_space, dir), error = function(e) NA_real_)
+  if (!is.null(need) && isTRUE(need > free)) {
+    .write_error(simpleError(sprintf("No space left on device (about %.1f MiB needed)", need / 2^20)), file)
+  }
   tmp <- .tmp_path(file)
   done <- FALSE
   on.exit(if (!done) unlink(tmp), add = TRUE)
@@ -165,7 +183,8 @@ WriteH5AD <- function(object, file, assay = NULL, layer = "counts", compression 
                               misc = misc, other.assays = other.assays, zero.copy = NA)
     function(tmp) .h5ad_write_parts(parts, tmp)
   }
-  report <- .h5_with_compression(compression, .atomic_write(file, overwrite, write))
+  need <- .parts_bytes(if (h5mu) plan$mods else parts) / if (compression == "none") 1 else 4
+  report <- .h5_with_compression(compression, .atomic_write(file, overwrite, write, need = need))
   .print_report(report, verbose)
   invisible(normalizePath(file))
 }
