@@ -2,7 +2,7 @@
 # Set up (idempotent), then run the tests: Python (pytest) and R (testthat).
 #   scripts/test.sh          every test (what `make test` and CI run): the host tier (R 4.2 / Seurat 4.3 /
 #                            NumPy 1.26), then the Seurat 5 tier (scripts/seurat5-test.sh; needs root)
-#   scripts/test.sh --fast   the fast tier (`make test-fast`): no model training, < 2 minutes
+#   scripts/test.sh --fast   the fast tier (`make test-fast`): no model training (~5 min on 2 cores)
 # Further arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
