@@ -38,6 +38,9 @@
   # two-dimensional objects"): such assays are v3 Assays
   if (any(dim(counts %||% data) == 1L)) version <- "v3"
   if (version == "v5") {
+    # dense matrices as dgCMatrix here: CreateAssay5Object would coerce them with a warning
+    if (is.matrix(counts)) counts <- methods::as(counts, "CsparseMatrix")
+    if (is.matrix(data)) data <- methods::as(data, "CsparseMatrix")
     a <- if (is.null(counts)) .CreateAssay5Object(data = data)
          else .CreateAssay5Object(counts = counts, data = data)
   } else {
