@@ -235,7 +235,9 @@ expect_like_anndata <- function(obj, a, label) {
       expect_identical(as.character(v)[!na], unlist(s$values)[!na], label = paste(label, col))
     }
   }
-  taken <- Assays(obj)
+  # names the layout gives way to (reductions renamed <name>_obsm): assays, and under SeuratObject 5
+  # AnnData's other layers too (they become Assay5 layers there, the names are chosen first)
+  taken <- c(Assays(obj), if (is_seurat5()) py_keys(a$layers))
   for (k in py_keys(a$obsm)) {
     e <- py_item(a$obsm, k)
     name <- sub("^X_", "", k)
