@@ -255,7 +255,7 @@ expect_like_anndata <- function(obj, a, label) {
     expect_equal(strip(Embeddings(obj, name)), strip(py_mat(e)), label = paste(label, "obsm", k))
   }
   for (k in py_keys(a$obsp)) {
-    name <- if (k %in% c(Assays(obj), Reductions(obj)) && !k %in% Graphs(obj)) paste0(k, "_obsp") else k
+    name <- if (k %in% c(taken, Reductions(obj)) && !k %in% Graphs(obj)) paste0(k, "_obsp") else k
     expect_equal(strip(as.matrix(obj[[name]])), strip(py_mat(py_item(a$obsp, k))), label = paste(label, "obsp", k))
   }
   if (!py_none(a$raw)) {
