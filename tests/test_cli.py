@@ -59,3 +59,50 @@ def test_cli_command_line(tmp_path):
     assert r.returncode == 1 and "one .rds and one .h5ad" in r.stderr
     r = subprocess.run([sys.executable, "-m", "pybridge.cli", "convert", str(src)], capture_output=True, text=True, check=False)
     assert r.returncode == 2
+
+
+def _start_and_signal(tmp_path, out, sig, extra=()):
+    """Start `pybridge convert` (kang_ifnb_processed.rds -> out), send `sig` once its temporary file
+    exists beside `out` (the write is under way), return (returncode, stderr)."""
+    import os
+    import time
+
+    cmd = [sys.executable, "-m", "pybridge.cli", "convert", str(shared_path("kang_ifnb_processed.rds")), str(out),
+           *extra]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not any(".pybridge-tmp" in n for n in os.listdir(tmp_path)):
+            assert p.poll() is None, f"the conversion ended before its write began: {p.stderr.read()}"
+            assert time.monotonic() < deadline, "no temporary file after 300 s"
+            time.sleep(0.01)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err
+
+
+def test_cli_ctrl_c_stops_the_conversion_target_untouched(tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"the user's old file\n")
+    rc, err = _start_and_signal(tmp_path, out, signal.SIGINT, ["--overwrite"])
+    assert rc == 130, err
+    assert "interrupted (SIGINT)" in err and f"{out} untouched" in err
+    assert out.read_bytes() == b"the user's old file\n"
+    assert os.listdir(tmp_path) == ["out.h5ad"]  # no temporary file left
+
+
+def test_cli_sigterm_stops_the_conversion_nothing_written(tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "new.h5ad"
+    rc, err = _start_and_signal(tmp_path, out, signal.SIGTERM)
+    assert rc == 143, err
+    assert f"{out} not written" in err
+    assert os.listdir(tmp_path) == []
