@@ -2,7 +2,8 @@
 # Set up (idempotent), then run the tests: Python (pytest) and R (testthat).
 #   scripts/test.sh          every test (what `make test` and CI run): the host tier (R 4.2 / Seurat 4.3 /
 #                            NumPy 1.26), then the Seurat 5 tier (scripts/seurat5-test.sh; needs root)
-#   scripts/test.sh --fast   the fast tier (`make test-fast`): no model training (~5 min on 2 cores)
+#   scripts/test.sh --fast   the fast tier (`make test-fast`): no model training, one file where the full
+#                            tier goes over every shared file (under 2 min on 2 cores once set up)
 # Further arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

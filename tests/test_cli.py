@@ -17,7 +17,8 @@ from pybridge.io import read_seurat
 pytestmark = pytest.mark.needs_r
 
 
-@pytest.mark.parametrize("name", RDS)
+# the fast tier converts one file (pbmc_3tech); `make test` every shared .rds
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "pbmc_3tech" else pytest.mark.slow) for n in RDS])
 def test_cli_converts_every_shared_rds_to_h5ad_scanpy_reads(name, tmp_path):
     import scanpy as sc
 

@@ -26,6 +26,7 @@ def kang_small():
     return a[a.obs["seurat_annotations"].isin(["CD14 Mono", "B"])].copy()
 
 
+@pytest.mark.slow
 def test_augur_kang_every_type_reported_cd14_top3(kang_augur):
     a, x0, table = kang_augur
     print("\nAugur AUC ranking (Kang IFN-beta):\n", table[["cell_type", "auc", "rank", "n_control",
@@ -49,6 +50,7 @@ def test_augur_kang_every_type_reported_cd14_top3(kang_augur):
     assert auc["CD14 Mono"] > max(auc["CD4 Naive T"], auc["CD4 Memory T"], auc["NK"])
 
 
+@pytest.mark.slow
 def test_augur_writes_obs_uns_and_leaves_x(kang_augur):
     a, x0, table = kang_augur
     assert (a.X != x0).nnz == 0  # counts untouched
@@ -107,6 +109,7 @@ writeLines(genes, args[2])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.needs_r
 def test_select_variance_matches_r_augur(tmp_path):
     """Augur's variable genes (loess of mean/sd on mean or log mean, Cox test, residual quantile) are

@@ -8,9 +8,9 @@ shared_data <- function(file) {
 }
 
 # `make test-fast` sets PYBRIDGE_TEST_FAST=1: tests that train a model (more than a few
-# optimisation steps) or render vignettes call skip_slow() first. `make test` and CI run all.
-skip_slow <- function() {
-  if (nzchar(Sys.getenv("PYBRIDGE_TEST_FAST", unset = ""))) {
-    testthat::skip("trains a model: not in the fast tier (make test-fast)")
-  }
+# optimisation steps), render vignettes, start other R processes or go over every shared file
+# call skip_slow() first (or test_fast() to take a smaller sample). `make test` and CI run all.
+test_fast <- function() nzchar(Sys.getenv("PYBRIDGE_TEST_FAST", unset = ""))
+skip_slow <- function(why = "trains a model") {
+  if (test_fast()) testthat::skip(paste0(why, ": not in the fast tier (make test-fast)"))
 }

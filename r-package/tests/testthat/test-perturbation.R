@@ -1,6 +1,7 @@
 # ScorePerturbation() from Seurat: each score lands as metadata in one call (real data).
 
 test_that("augur from R: per-cell AUC in meta.data, table in Misc, CD14 Mono among the top 3", {
+  skip_slow("trains Augur's random forests on 13 cell types")
   obj <- readRDS(shared_data("kang_ifnb_processed.rds"))
   md0 <- obj@meta.data
   counts0 <- SeuratObject::GetAssayData(obj, slot = "counts")
@@ -31,6 +32,7 @@ test_that("augur from R: per-cell AUC in meta.data, table in Misc, CD14 Mono amo
 })
 
 test_that("mixscape from R: RunMixscape's meta.data, PRTB assay and Tool; Seurat's Mixscape plots run on it", {
+  skip_slow("fits Mixscape's mixtures on 20 guides")
   obj <- readRDS(shared_data("papalexi_eccite.rds"))
   obj <- ScorePerturbation(obj, condition = "top_grna_target", control = "non-targeting", method = "mixscape",
                            split_key = "bio_rep", verbose = FALSE)
@@ -161,6 +163,7 @@ test_that("augur from R: counts are checked, and a warning when no cell type can
 })
 
 test_that("augur from R: progress lines when verbose, none when not", {
+  skip_slow("starts two R processes that train Augur")
   # the engine writes to the console from Python (reticulate), which capture.output() does not
   # see: run each call in a fresh R process and read its console output
   run <- function(verbose) {
