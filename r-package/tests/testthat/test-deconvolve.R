@@ -8,13 +8,13 @@ types <- sort(unique(as.character(ref$cell_type)))
 # CD79A, CR2 are not in this Visium panel); a spot's share of counts on them.
 b_marker_share <- function(vis, ref, n = 10) {
   shared <- intersect(rownames(ref), rownames(vis))
-  cnt <- Seurat::GetAssayData(ref, slot = "counts")[shared, ]
+  cnt <- layer_data(ref, "counts")[shared, ]
   norm <- as.matrix(cnt) %*% diag(1e4 / Matrix::colSums(cnt))
   lab <- as.character(ref$cell_type)
   means <- sapply(types, function(t) rowMeans(norm[, lab == t, drop = FALSE]))
   spec <- (means[, "B"] + 0.1) / (apply(means[, colnames(means) != "B"], 1, max) + 0.1)
   markers <- names(sort(spec, decreasing = TRUE))[seq_len(n)]
-  vc <- Seurat::GetAssayData(vis, slot = "counts")
+  vc <- layer_data(vis, "counts")
   Matrix::colSums(vc[markers, ]) / Matrix::colSums(vc)
 }
 
@@ -41,7 +41,7 @@ test_that("Deconvolve(method = 'cell2location') runs end to end and stores resul
   expect_true(all(q05 >= 0))
   # the assay: cell types x spots, posterior means in data; q05/q95/proportions in its misc
   a <- out[["cell2location"]]
-  mean <- as.matrix(Seurat::GetAssayData(a, slot = "data"))
+  mean <- as.matrix(layer_data(out, "data", assay = "cell2location"))
   expect_equal(dim(mean), c(length(types), ncol(vis)))
   expect_equal(rownames(mean), gsub("_", "-", types))
   expect_equal(colnames(mean), colnames(vis))
@@ -65,8 +65,8 @@ test_that("Deconvolve(method = 'cell2location') runs end to end and stores resul
   expect_equal(dim(info$signatures), c(length(info$genes), length(types)))
   expect_true("Deconvolve.Spatial" %in% names(out@commands))
   # the spatial counts are unchanged
-  expect_identical(Seurat::GetAssayData(out, slot = "counts", assay = "Spatial"),
-                   Seurat::GetAssayData(vis, slot = "counts", assay = "Spatial"))
+  expect_identical(layer_data(out, "counts", assay = "Spatial"),
+                   layer_data(vis, "counts", assay = "Spatial"))
 
   # plot on metadata x/y: one panel per cell type, coordinates from meta.data
   p <- SpatialAbundancePlot(out, c("B", "T-CD4"), quantity = "q05")
@@ -103,12 +103,12 @@ test_that("bad input gives clear errors and leaves the object untouched", {
   expect_error(Deconvolve(vis, ref, method = "nnls", verbose = FALSE), "reference.labels is required")
   bad <- vis
   rownames_new <- paste0("ENSG", seq_len(nrow(vis)))
-  cnt <- Seurat::GetAssayData(vis, slot = "counts")
+  cnt <- layer_data(vis, "counts")
   rownames(cnt) <- rownames_new
   bad <- Seurat::CreateSeuratObject(cnt, assay = "Spatial")
   expect_error(Deconvolve(bad, ref, "cell_type", method = "nnls", verbose = FALSE), "share only 0 genes")
   lognorm <- Seurat::NormalizeData(vis, verbose = FALSE)
-  lognorm <- Seurat::SetAssayData(lognorm, slot = "counts", new.data = Seurat::GetAssayData(lognorm, slot = "data"))
+  lognorm <- Seurat::SetAssayData(lognorm, "counts", new.data = layer_data(lognorm, "data"))
   expect_error(Deconvolve(lognorm, ref, "cell_type", method = "nnls", verbose = FALSE), "non-integer")
   expect_error(Deconvolve(vis, 42, method = "nnls"), "reference must be a Seurat object")
   # epochs <= 0 are errors (in R's names) before the reference is fitted
@@ -159,7 +159,7 @@ test_that("cell types with spaces get valid, stable meta.data names, listed trut
   expect_true(all(cols %in% colnames(out[[]])))  # Misc lists the columns that exist
   expect_identical(names(cols), info$cell.types)  # ... named by the cell type they hold
   expect_identical(cols[["CD4 T"]], "nnls.mean.CD4.T")
-  expect_equal(out$nnls.mean.CD4.T, unname(t(as.matrix(SeuratObject::GetAssayData(out[["nnls"]])))[, "CD4 T"]),
+  expect_equal(out$nnls.mean.CD4.T, unname(t(as.matrix(layer_data(out, "data", assay = "nnls")))[, "CD4 T"]),
                ignore_attr = TRUE)
   # stable: the same call gives the same names
   again <- Deconvolve(vis, r2, "cell_type", method = "nnls", verbose = FALSE)

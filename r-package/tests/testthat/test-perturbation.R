@@ -4,12 +4,12 @@ test_that("augur from R: per-cell AUC in meta.data, table in Misc, CD14 Mono amo
   skip_slow("trains Augur's random forests on 13 cell types")
   obj <- readRDS(shared_data("kang_ifnb_processed.rds"))
   md0 <- obj@meta.data
-  counts0 <- SeuratObject::GetAssayData(obj, slot = "counts")
+  counts0 <- layer_data(obj, "counts")
   obj <- ScorePerturbation(obj, condition = "stim", control = "CTRL", cell.type = "seurat_annotations",
                            n_subsamples = 6, n_estimators = 40, verbose = FALSE)
   expect_true("perturbation.auc" %in% colnames(obj@meta.data))
   expect_identical(obj@meta.data[, colnames(md0)], md0)
-  expect_identical(SeuratObject::GetAssayData(obj, slot = "counts"), counts0)
+  expect_identical(layer_data(obj, "counts"), counts0)
   res <- SeuratObject::Misc(obj, "perturbation.augur")
   tab <- res$table
   expect_setequal(tab$cell_type, unique(as.character(obj$seurat_annotations)))
@@ -52,7 +52,7 @@ test_that("mixscape from R: RunMixscape's meta.data, PRTB assay and Tool; Seurat
   expect_equal(nrow(tab), 25L)
   frac <- setNames(tab$ko_fraction, tab$target)
   obj <- Seurat::NormalizeData(obj, verbose = FALSE)
-  psmb9 <- SeuratObject::GetAssayData(obj, slot = "data")["PSMB9", ]
+  psmb9 <- layer_data(obj, "data")["PSMB9", ]
   for (t in c("IFNGR1", "IFNGR2", "JAK2", "STAT1")) {
     expect_gt(frac[[t]], 0.1)
     ko <- md$mixscape_class == paste(t, "KO")
@@ -61,7 +61,7 @@ test_that("mixscape from R: RunMixscape's meta.data, PRTB assay and Tool; Seurat
   }
   expect_true(length(SeuratObject::Misc(obj, "perturbation.mixscape")$de.genes$STAT1) >= 5)
   # PRTB: the perturbation signature (NT-neighbour mean minus the cell), every gene of the assay
-  prtb <- SeuratObject::GetAssayData(obj[["PRTB"]], slot = "data")
+  prtb <- layer_data(obj, "data", assay = "PRTB")
   expect_equal(dim(prtb), dim(obj[["RNA"]]))
   expect_gt(mean(prtb["PSMB9", md$mixscape_class == "IFNGR2 KO"]), 0.5)
   # Tool(object, "RunMixscape"): per target, per replicate, pvec + the label column
@@ -155,9 +155,9 @@ test_that("augur from R: counts are checked, and a warning when no cell type can
                  "no cell type could be scored")
   expect_true(all(is.na(out$perturbation.auc)))
   bad <- obj
-  counts <- SeuratObject::GetAssayData(bad, slot = "counts")
+  counts <- layer_data(bad, "counts")
   counts@x[3] <- -2
-  bad <- SeuratObject::SetAssayData(bad, slot = "counts", new.data = counts)
+  bad <- SeuratObject::SetAssayData(bad, "counts", new.data = counts)
   expect_error(ScorePerturbation(bad, condition = "stim", control = "CTRL", verbose = FALSE),
                "contains negative values")
 })

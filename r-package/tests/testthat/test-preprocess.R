@@ -48,10 +48,10 @@ test_that("data, variable features and scale.data match Seurat's NormalizeData/F
     cs <- cases[[nm]]
     ours <- cs$ours
     s <- cs$seurat
-    expect_identical(GetAssayData(ours, slot = "counts"), GetAssayData(cs$input, slot = "counts"))
-    d1 <- GetAssayData(ours, slot = "data")
+    expect_identical(layer_data(ours, "counts"), layer_data(cs$input, "counts"))
+    d1 <- layer_data(ours, "data")
     expect_s4_class(d1, "dgCMatrix")
-    expect_lt(max(abs(d1 - GetAssayData(s, slot = "data"))), 1e-12)
+    expect_lt(max(abs(d1 - layer_data(s, "data"))), 1e-12)
     # variable features: measured overlap 0.9995 (kang, 2000; the 1 gene of difference is a tie
     # to 1e-16) and 1.0 (pbmc_3tech, 500)
     hv1 <- VariableFeatures(ours)
@@ -66,12 +66,12 @@ test_that("data, variable features and scale.data match Seurat's NormalizeData/F
     }
     expect_identical(sum(mf1$vst.variable), as.integer(cs$nfeatures))
     # scale.data: the variable features, in VariableFeatures() order, same values as ScaleData
-    sd1 <- GetAssayData(ours, slot = "scale.data")
+    sd1 <- layer_data(ours, "scale.data")
     # Seurat keeps scale.data rows in the assay's feature order (SetAssayData reorders them)
     expect_identical(rownames(sd1), rownames(ours)[rownames(ours) %in% hv1])
     expect_identical(colnames(sd1), colnames(ours))
     sh <- intersect(hv1, hv2)
-    expect_lt(max(abs(sd1[sh, ] - GetAssayData(s, slot = "scale.data")[sh, ])), 1e-8)
+    expect_lt(max(abs(sd1[sh, ] - layer_data(s, "scale.data")[sh, ])), 1e-8)
   }
 })
 
@@ -89,7 +89,7 @@ test_that("PCA matches RunPCA up to sign, with loadings and stdev", {
     expect_gt(min(cr[1:10]), 0.999, label = paste(nm, "PC 1-10 |cor|"))
     expect_lt(max(abs(Stdev(pca)[1:10] / Stdev(s, "pca")[1:10] - 1)), 1e-3)
     # embeddings = scale.data projected on the loadings (centred), as Seurat's
-    sd <- GetAssayData(ours, slot = "scale.data")
+    sd <- layer_data(ours, "scale.data")
     sd <- sd[rownames(Loadings(pca)), ]
     proj <- crossprod(sd - rowMeans(sd), Loadings(pca)[, 1:5])
     expect_lt(max(abs(proj - Embeddings(pca)[, 1:5])), 1e-6 * max(abs(proj)))
@@ -165,11 +165,11 @@ test_that("steps left out are read from the object", {
   expect_gt(min(abs(diag(cor(Embeddings(pca_only, "pca"), Embeddings(ours, "pca")[, 1:10])))), 0.9999)
   # scale + pca from the data layer and VariableFeatures(); without any VariableFeatures, all features
   sp <- RunPreprocess(ours, steps = c("scale", "pca"), npcs = 10, verbose = FALSE)
-  expect_lt(max(abs(GetAssayData(sp, slot = "scale.data") - GetAssayData(ours, slot = "scale.data"))), 1e-5)
+  expect_lt(max(abs(layer_data(sp, "scale.data") - layer_data(ours, "scale.data"))), 1e-5)
   none <- ours[VariableFeatures(ours)[1:50], ]
   VariableFeatures(none) <- character(0)
   out <- reticulate::py_capture_output(none <- RunPreprocess(none, steps = "scale", verbose = TRUE))
-  expect_identical(dim(GetAssayData(none, slot = "scale.data")), c(50L, 1200L))
+  expect_identical(dim(layer_data(none, "scale.data")), c(50L, 1200L))
   expect_match(out, "using all genes")
   expect_match(out, "preprocess 1/1: scale done in")
 })

@@ -15,7 +15,7 @@ pca_baseline <- function(obj) {
 test_that("RunSCVI mixes the three chemistries better than PCA while cell types stay apart", {
   skip_slow()
   obj <- pca_baseline(pbmc())
-  counts0 <- SeuratObject::GetAssayData(obj, slot = "counts")
+  counts0 <- layer_data(obj, "counts")
   # short CPU training: 40 epochs, KL warm-up 15, learning rate 4e-3 (scvi-tools default 1e-3 needs more epochs)
   obj <- RunSCVI(obj, batch = "donor", max.epochs = 40, device = "cpu", verbose = FALSE, kl_warmup_epochs = 15L,
                  train_kwargs = list(plan_kwargs = list(lr = 4e-3)))
@@ -25,7 +25,7 @@ test_that("RunSCVI mixes the three chemistries better than PCA while cell types 
   expect_identical(rownames(emb), colnames(obj))
   expect_true(all(is.finite(emb)))
   expect_equal(ncol(SeuratObject::Embeddings(obj, "umap.scvi")), 2L)
-  expect_identical(SeuratObject::GetAssayData(obj, slot = "counts"), counts0)  # counts untouched
+  expect_identical(layer_data(obj, "counts"), counts0)  # counts untouched
   misc <- SeuratObject::Misc(obj[["scvi"]])
   expect_equal(misc$params$batch_key, "donor")
   expect_equal(misc$params$epochs_trained, 40)
@@ -76,7 +76,7 @@ test_that("bad inputs give clear errors and leave the object untouched", {
   before <- small
   # log-normalised values where counts are needed
   lognorm <- Seurat::NormalizeData(small, verbose = FALSE)
-  bad <- SeuratObject::CreateSeuratObject(counts = SeuratObject::GetAssayData(lognorm, slot = "data"),
+  bad <- SeuratObject::CreateSeuratObject(counts = layer_data(lognorm, "data"),
                                           meta.data = small[[]])
   bad0 <- bad
   expect_error(RunSCVI(bad, batch = "donor", max.epochs = 1, verbose = FALSE),
@@ -93,13 +93,13 @@ test_that("bad inputs give clear errors and leave the object untouched", {
                "fewer than 10 cells: 'tiny' \\(3 cells\\)")
   # NaN and negative values in counts
   for (v in c(NaN, -2)) {
-    m <- SeuratObject::GetAssayData(small, slot = "counts")
+    m <- layer_data(small, "counts")
     m[5, 3] <- v
     b <- SeuratObject::CreateSeuratObject(counts = m, meta.data = small[[]])
-    m0 <- SeuratObject::GetAssayData(b, slot = "counts")
+    m0 <- layer_data(b, "counts")
     expect_error(RunSCVI(b, batch = "donor", max.epochs = 1, verbose = FALSE),
                  if (is.nan(v)) "NaN" else "negative")
-    expect_identical(SeuratObject::GetAssayData(b, slot = "counts"), m0)
+    expect_identical(layer_data(b, "counts"), m0)
   }
   expect_error(RunSCVI(small, max.epochs = 1), "`batch` must name one meta.data column")
   expect_error(RunSCVI(small, batch = "donor", covariates = "chem"), "covariate column\\(s\\) 'chem' not in meta.data")

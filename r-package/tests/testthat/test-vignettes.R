@@ -48,9 +48,9 @@ test_that("r-package/vignettes/ holds one R Markdown vignette per job, each with
 
 test_that("conversion-and-files renders: round trips in memory, through h5ad and through the CLI are exact", {
   env <- render_vignette("conversion-and-files")
-  counts <- GetAssayData(env$pbmc, slot = "counts")
+  counts <- layer_data(env$pbmc, "counts")
   for (o in list(env$back, env$from_file, env$cli_file)) {
-    expect_identical(GetAssayData(o, slot = "counts"), counts)
+    expect_identical(layer_data(o, "counts"), counts)
     expect_identical(levels(o$chemistry), c("5p", "3pv2", "3pv1", "unused"))
   }
   # the notes: as.AnnData() says the command log is not carried; as.Seurat() records the renamed feature
