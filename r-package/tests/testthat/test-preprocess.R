@@ -8,6 +8,7 @@ suppressPackageStartupMessages({
 
 raw_object <- function(file) {
   obj <- readRDS(shared_data(file))
+  if (is_seurat5()) return(DietSeurat(obj, layers = c("counts", "data"), dimreducs = NULL, graphs = NULL))
   DietSeurat(obj, counts = TRUE, data = TRUE, scale.data = FALSE, dimreducs = NULL, graphs = NULL)
 }
 
