@@ -89,7 +89,9 @@ def score(truth, pred, broad) -> dict:
                 f1=float(f1_score(t, p, labels=sorted(set(t)), average="macro")), n=int(ok.sum()))
 
 
-def run_pybridge(method, ref, query, key, opts):
+def run_pybridge(method, ref, query, key, opts, info=None):
+    """(argmax labels, called labels with "Unknown", seconds); ``info`` (a dict) receives
+    ``uns["predicted_celltype"]``."""
     from pybridge.tl import annotate
 
     q = query.copy()
@@ -98,6 +100,8 @@ def run_pybridge(method, ref, query, key, opts):
         warnings.simplefilter("ignore")
         annotate(q, ref, labels_key=key, method=method, device="cpu", verbose=False, **opts)
     secs = time.perf_counter() - t0
+    if info is not None:
+        info.update(q.uns["predicted_celltype"])
     probs = q.obsm["predicted_celltype_probabilities"]
     argmax = probs.columns.to_numpy()[probs.to_numpy().argmax(axis=1)]
     return argmax, q.obs["predicted_celltype"].astype(str).to_numpy(), secs
@@ -171,7 +175,7 @@ def main():
         if not todo:
             continue
         ref, query, key, truth, broad, files = load_pair(pair)
-        results = {}
+        results, info = {}, {}
         r_methods = [m for m in todo if m in ("singler", "seurat")]
         if r_methods:
             results.update(run_r(r_methods, ref, query, key, files))
@@ -179,7 +183,8 @@ def main():
             if m == "logreg":
                 results[m] = run_logreg(ref, query, key, opts)
             elif m in ("tosica", "scanvi", "celltypist"):
-                results[m] = run_pybridge(m, ref, query, key, opts)
+                info[m] = {}
+                results[m] = run_pybridge(m, ref, query, key, opts, info=info[m])
         for m, (argmax, called, secs) in results.items():
             rec = dict(pair=pair, method=m, tag=args.tag, opts=opts if m in ("tosica", "scanvi", "celltypist") else {},
                        seconds=round(secs, 1), **{k: round(v, 4) if isinstance(v, float) else v
@@ -188,6 +193,8 @@ def main():
                 s = score(truth, called, broad)
                 rec.update(fine_unknown=round(s["fine"], 4), broad_unknown=round(s["broad"], 4),
                            unknown=round(float(np.mean(np.asarray(called) == "Unknown")), 4))
+            if info.get(m, {}).get("input_scaling"):
+                rec["input_scaling"] = info[m]["input_scaling"]
             with open(LOG, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             done[(pair, m, args.tag)] = rec

@@ -24,7 +24,7 @@ from ._tosica_loops import forward_all, query_probabilities
 from ._tosica_data import (align_genes, auto_batch_size, build_tokens, counts_matrix, gene_stats,  # noqa: F401
                            lognorm_over, reference_fingerprint, top_variable)
 
-SCALINGS = ("reference", "query", "balanced")
+SCALINGS = ("auto", "reference", "query", "balanced")
 
 
 @dataclass
@@ -78,9 +78,10 @@ class TOSICA:
 
     Across studies (measured in benchmarks/bench_annotate.py on pbmc_3tech <-> kang_ifnb): the
     query is standardised with its own per-gene statistics, its cells weighted to the
-    reference's cell-type composition (``input_scaling="balanced"``), and a linear head over
-    all genes (an L2 logistic regression, ``linear_C``) is averaged with the transformer's
-    probabilities. A cell is "Unknown" when it does not resemble the reference cells of its
+    reference's cell-type composition (``"balanced"``), when it is shifted from the reference
+    (``input_scaling="auto"``; within a study the predictions with the reference's and the
+    balanced statistics are averaged), and a linear head over all genes (an L2 logistic
+    regression, ``linear_C``) is averaged with the transformer's probabilities. A cell is "Unknown" when it does not resemble the reference cells of its
     predicted type (correlation with their mean standardised profile below a threshold set on
     held-out reference cells, :mod:`pybridge.models._novelty`).
 
@@ -128,9 +129,11 @@ class TOSICA:
         Standardise each gene with the reference mean/sd, then clip to ``[-clip, clip]``.
     input_scaling
         Statistics that standardise a query: ``"reference"`` (the reference's), ``"query"``
-        (the query's own) or ``"balanced"`` (the query's own, its cells weighted to the
-        reference's composition by a first-pass prediction). Training always uses the
-        reference's; :meth:`embed` always uses the reference's.
+        (the query's own), ``"balanced"`` (the query's own, its cells weighted to the
+        reference's composition by a first-pass prediction) or ``"auto"`` (``"balanced"`` when the
+        query is shifted from the reference, else the mean of the ``"reference"`` and
+        ``"balanced"`` predictions; :func:`._tosica_loops.reference_likeness`). Training and
+        :meth:`embed` always use the reference's.
     linear_C
         Inverse L2 strength of the linear head over all genes (scikit-learn
         ``LogisticRegression(C=...)``); ``None``: no linear head.
@@ -160,7 +163,7 @@ class TOSICA:
                  max_gene_sets: int | None = 300, rank_gene_sets: str = "label", max_overlap: float = 0.8,
                  n_unannotated: int = 1, n_learned_tokens: int = 64, token_dim: int = 48, n_heads: int = 4,
                  n_layers: int = 1, dropout: float = 0.1, token_dropout: float = 0.5, input_dropout: float = 0.0,
-                 target_sum: float = 1e4, scale: bool = True, clip: float = 2.0, input_scaling: str = "balanced",
+                 target_sum: float = 1e4, scale: bool = True, clip: float = 2.0, input_scaling: str = "auto",
                  linear_C: float | None = 0.1, unknown_quantile: float = 0.05):
         if input_scaling not in SCALINGS:
             raise ValueError(f"input_scaling must be one of {', '.join(SCALINGS)}, got {input_scaling!r}.")
@@ -187,6 +190,7 @@ class TOSICA:
         self.profiles: ReferenceProfiles | None = None
         self.history: list[dict] = []
         self.train_info: dict = {}
+        self.scaling_used: dict = {}
         self.device = "cpu"
 
     # ------------------------------------------------------------------ helpers

@@ -166,7 +166,7 @@ def write_annotation(query, res: dict, *, method: str, params: dict, key_added: 
         n_unknown=int((labels == UNKNOWN).sum()), unknown_rule=res["unknown_rule"],
         unknown_threshold=float(res["unknown_rule"]["threshold"]), seconds=float(secs),
         **{k: v for k, v in res.items() if k in ("train", "gene_sets", "model_path", "loaded_from", "fallback",
-                                                "predict_seconds")},
+                                                "predict_seconds", "input_scaling")},
     )
     info = clean_uns(info)
     query.uns[key_added] = info

@@ -110,7 +110,7 @@ def annotate_tosica(
         ``obs[key_added + "_similarity"]`` (the "Unknown" score),
         ``obsm[key_added + "_probabilities"]`` (DataFrame cells x classes),
         ``obsm[key_added + "_attention"]`` (DataFrame cells x gene sets) and ``uns[key_added]``
-        (method, parameters, gene counts, the "Unknown" threshold, timings).
+        (method, parameters, gene counts, the "Unknown" threshold, the input scaling applied, timings).
     random_state
         Seed.
     min_shared_genes
@@ -223,6 +223,7 @@ def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_se
         probabilities=pred.probabilities, attention=pred.attention, model=model, n_shared_genes=n_shared,
         unknown=(pred.labels == "Unknown").to_numpy(), similarity=pred.similarity,
         unknown_rule=_rule(model, threshold, pred.similarity),
+        input_scaling=dict(getattr(model, "scaling_used", {})),
         n_model_genes=len(model.genes), fallback=bool(model.fallback), predict_seconds=time.perf_counter() - t1,
         gene_sets=dict(source=model.gene_set_source, n_tokens=len(model.token_names),
                        n_gene_sets=0 if model.fallback else sum(not t.startswith("UNANNOTATED_")

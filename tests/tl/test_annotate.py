@@ -113,13 +113,17 @@ def _singler_available() -> bool:
 def test_default_beats_logistic_regression_and_singler_across_studies(pair):
     """pbmc_3tech <-> kang_ifnb (another study, platform and gene panel; 1,262 shared genes):
     the default annotation against logistic regression and SingleR, computed here on the same
-    cells. Measured (2 cores, benchmarks/bench_annotate.py, tag v2), fine / broad:
+    cells. Measured (2 cores, benchmarks/bench_annotate.py, tag v4), fine / broad:
     pbmc2kang tosica 0.881 / 0.940, logistic regression 0.770 / 0.938, SingleR 0.661 / 0.920;
     kang2pbmc tosica 0.871 / 0.975, logistic regression 0.777 / 0.896, SingleR 0.755 / 0.880.
-    On pbmc2kang the broad accuracy only ties logistic regression (not above it by a margin)."""
+    On pbmc2kang the broad accuracy only ties logistic regression (not above it by a margin).
+    input_scaling="auto" sees the shift (0.109 / 0.085, within a study 0.00) and uses the
+    query's own composition-balanced statistics."""
     bench = _bench()
     ref, query, key, truth, broad, files = bench.load_pair(pair)
-    argmax, called, _ = bench.run_pybridge("tosica", ref, query, key, {})
+    info = {}
+    argmax, called, _ = bench.run_pybridge("tosica", ref, query, key, {}, info=info)
+    assert info["input_scaling"]["applied"] == "balanced" and info["input_scaling"]["shift"] > 0.07, info
     ours = bench.score(truth, argmax, broad)
     lr = bench.score(truth, bench.run_logreg(ref, query, key, {})[0], broad)
     print(pair, "pybridge", ours, "logreg", lr)
@@ -147,7 +151,7 @@ def test_calibrated_unknown_catches_a_type_the_reference_lacks(pbmc_split):
     y = q.obs["cell_type"].astype(str).to_numpy()
     called = q.obs["predicted_celltype"].astype(str).to_numpy()
     b, known = y == "B", (y != "B") & (y != "HSC")
-    assert (called[b] == "Unknown").mean() >= 0.70
+    assert (called[b] == "Unknown").mean() >= 0.70  # measured 0.89 (seed 1: 0.95), known types 0.014
     assert (called[known] == "Unknown").mean() <= 0.05
     info = q.uns["predicted_celltype"]
     assert info["unknown_rule"]["rule"] == "similarity" and info["unknown_rule"]["quantile"] == 0.05

@@ -108,7 +108,11 @@ def test_tosica_kang_ctrl_to_stim():
     probs = query.obsm["predicted_celltype_probabilities"]
     argmax = probs.columns.to_numpy()[probs.to_numpy().argmax(axis=1)]
     acc = accuracy_score(y, argmax)
-    assert acc >= 0.85, acc  # measured 0.86-0.87 (LR baseline 0.887)
+    # measured 0.875 (seeds 1, 2: 0.884, 0.873; before input_scaling="auto" 0.860-0.870; LR 0.869 on all genes)
+    assert acc >= 0.865, acc
+    # the same study: the query is not shifted, so both scalings are averaged (issue 16)
+    scaling = query.uns["predicted_celltype"]["input_scaling"]
+    assert scaling["applied"] == "reference+balanced" and abs(scaling["shift"]) < 0.03, scaling
     assert f1_score(y, argmax, average="macro") >= 0.65
     called = query.obs["predicted_celltype"].astype(str).to_numpy()
     sure = called != "Unknown"
