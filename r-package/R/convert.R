@@ -333,7 +333,7 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
       report[hit] <- sprintf("layers['%s'] became layer '%s' of the Assay5", nm, nm)
     }
   }
-  SeuratObject::Key(a) <- paste0(tolower(gsub("[^[:alnum:]]", "", assay)), "_")
+  SeuratObject::Key(a) <- .seurat_key(assay)
   if (!identical(newf, features)) a@misc[["pybridge_original_features"]] <- features
   var <- .df_from_parts(parts$var)
   if (ncol(var)) {
@@ -357,7 +357,7 @@ as.AnnData.Seurat <- function(object, assay = NULL, layer = "counts", reductions
     ef <- as.character(unlist(e$features %||% parts$features))
     m <- .matrix_from_parts(e, rownames = gsub("_", "-", ef, fixed = TRUE), colnames = cells)
     akey <- make.names(nm)
-    object[[akey]] <- .create_assay(counts = m, version = version)
+    object[[akey]] <- .create_assay(counts = m, key = .seurat_key(akey, unlist(SeuratObject::Key(object))), version = version)
     if (!identical(ef, rownames(m))) object[[akey]]@misc[["pybridge_original_features"]] <- ef
   }
   for (nm in names(parts$reductions)) {

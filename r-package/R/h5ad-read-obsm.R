@@ -103,3 +103,19 @@
   }
   list(reductions = reductions, assays = assays, report = report)
 }
+
+# The key of an assay made from an AnnData name (layers['csc_counts'], obsm['dense_X'], a modality):
+# what both SeuratObject 4 ('^[[:alnum:]]+_$') and 5 ('^[a-zA-Z][a-zA-Z0-9]*_$') accept as is, so that
+# Seurat neither warns ("Keys should be one or more alphanumeric characters followed by an
+# underscore") nor picks a random key: ASCII letters and digits of the name, lower case, starting
+# with a letter, unique among `taken` (the object's keys so far).
+.seurat_key <- function(name, taken = character(0)) {
+  base <- tolower(gsub("[^A-Za-z0-9]", "", name))
+  if (!grepl("^[a-z]", base)) base <- paste0("x", base)
+  key <- paste0(base, "_")
+  if (key %in% taken) {
+    more <- paste0(base, seq_len(length(taken) + 1L), "_")
+    key <- more[!more %in% taken][1]
+  }
+  key
+}

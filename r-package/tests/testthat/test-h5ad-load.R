@@ -19,13 +19,26 @@ test_that("every foreign file reads with anndata's values and writes back to a f
   expect_length(files, 7L)
   for (f in files) {
     label <- basename(f)
-    obj <- ReadH5AD(f, verbose = FALSE)
+    key_warnings <- character(0)  # e.g. anndataR's layers 'csc_counts', 'dense_X' as assays
+    obj <- withCallingHandlers(ReadH5AD(f, verbose = FALSE), warning = function(w) {
+      if (grepl("^Keys should|^Key .* taken", conditionMessage(w))) key_warnings <<- c(key_warnings, conditionMessage(w))
+    })
+    expect_identical(key_warnings, character(0), label = paste(label, "Seurat's key warnings"))
+    keys <- c(unlist(lapply(Assays(obj), function(a) Key(obj[[a]]))), unlist(lapply(Reductions(obj), function(r) Key(obj[[r]]))))
+    expect_true(all(grepl("^[a-zA-Z][a-zA-Z0-9]*_$", keys)) && !anyDuplicated(keys), label = paste(label, "keys", toString(keys)))
     a <- suppressWarnings(ad_mod()$read_h5ad(f))
     xl <- expect_like_anndata(obj, a, label)
     out <- withr::local_tempfile(fileext = ".h5ad")
     WriteH5AD(obj, out, layer = xl, verbose = FALSE)
     expect_written_back(ad_mod()$read_h5ad(out), a, label, xl)
   }
+})
+
+test_that("assay keys made from AnnData names are what SeuratObject 4 and 5 accept, unique", {
+  expect_identical(pybridge:::.seurat_key("csc_counts"), "csccounts_")
+  expect_identical(pybridge:::.seurat_key("dense_X", c("rna_", "densex_")), "densex1_")
+  expect_identical(pybridge:::.seurat_key("10x-ADT"), "x10xadt_")
+  expect_identical(pybridge:::.seurat_key("__"), "x_")
 })
 
 test_that("lzf files (anndata's other compression) read; their categoricals, nullable columns and names are kept", {
