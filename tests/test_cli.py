@@ -23,7 +23,9 @@ def test_cli_converts_every_shared_rds_to_h5ad_scanpy_reads(name, tmp_path):
     import scanpy as sc
 
     out = tmp_path / f"{name}.h5ad"
-    assert cli_main(["convert", str(shared_path(f"{name}.rds")), str(out), "--quiet"]) == 0
+    # the conversion itself, in this process (its R already running); the command's child process
+    # and its signals are tested below (test_cli_command_line, test_cli_ctrl_c_...)
+    assert cli_main(["convert", str(shared_path(f"{name}.rds")), str(out), "--quiet", "--in-process"]) == 0
     a = sc.read_h5ad(out)
     ref = read_seurat(shared_path(f"{name}.rds"))  # the same object through rpy2
     assert list(a.obs_names) == list(ref.obs_names) and list(a.var_names) == list(ref.var_names)
@@ -40,7 +42,7 @@ def test_cli_converts_every_shared_rds_to_h5ad_scanpy_reads(name, tmp_path):
         np.testing.assert_allclose(a.X.toarray(), ref.layers["data"].toarray(), atol=1e-6)
     # and back: h5ad -> rds
     rds = tmp_path / f"{name}.rds"
-    assert cli_main(["convert", str(out), str(rds), "--quiet"]) == 0
+    assert cli_main(["convert", str(out), str(rds), "--quiet", "--in-process"]) == 0
     same_counts(read_seurat(rds), ref)
 
 
@@ -98,6 +100,7 @@ def test_cli_ctrl_c_stops_the_conversion_target_untouched(tmp_path):
     assert os.listdir(tmp_path) == ["out.h5ad"]  # no temporary file left
 
 
+@pytest.mark.slow  # the same path as Ctrl-C (fast tier) with another signal
 def test_cli_sigterm_stops_the_conversion_nothing_written(tmp_path):
     import os
     import signal
