@@ -4,8 +4,9 @@
  * a full collection (about 0.3 s with Seurat loaded, measured here) before it grows the heap: an
  * h5ad whose X has 1e8 non-zeros needs two such vectors (data 0.8 GB, indices 0.4 GB), and each
  * paid a full collection. These vectors are ALTREP doubles/integers whose memory is malloc'd
- * here (2 MiB aligned, on transparent huge pages where the kernel offers them, as NumPy does)
- * and freed by a finalizer when R collects the vector. They behave as ordinary vectors (DATAPTR
+ * here (2 MiB aligned; not madvise'd to transparent huge pages: with the kernel's default
+ * defrag = madvise, the first touch of 0.8 GB so advised cost 1.3-1.9 s of system time here against
+ * 0.3 s in 4 KiB pages) and freed by a finalizer when R collects the vector. They behave as ordinary vectors (DATAPTR
  * gives the memory, writable: R copies before modifying a shared one as for any vector;
  * serialize() writes them as ordinary vectors). Small vectors use allocVector(). */
 #include <R.h>
@@ -37,7 +38,6 @@ SEXP big_vector(SEXPTYPE type, R_xlen_t n) {
     if (posix_memalign(&p, (size_t) 2 << 20, bytes) != 0 || p == NULL) {
         error("cannot allocate a vector of %.1f Gb", (double) bytes / (1 << 30));
     }
-    huge_pages(p, bytes);
     SEXP ptr = PROTECT(R_MakeExternalPtr(p, R_NilValue, R_NilValue));
     R_RegisterCFinalizerEx(ptr, big_free, TRUE);
     SEXP len = PROTECT(ScalarReal((double) n));

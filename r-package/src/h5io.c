@@ -27,9 +27,6 @@
 #include <stdint.h>
 #include <string.h>
 #include "h5io.h"
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 #include "lzf_filter.h"
 #include <sys/statvfs.h>
 
@@ -102,16 +99,6 @@ void guess_chunk(int rank, const hsize_t *shape, size_t typesize, hsize_t *chunk
         c[idx % rank] = ceil(c[idx % rank] / 2.0);
     }
     for (int i = 0; i < rank; i++) chunks[i] = (hsize_t) c[i];
-}
-
-void huge_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const uintptr_t h = 2u << 20;
-    uintptr_t a = ((uintptr_t) p + h - 1) & ~(h - 1), b = ((uintptr_t) p + bytes) & ~(h - 1);
-    if (bytes >= (8u << 20) && b > a) madvise((void *) a, b - a, MADV_HUGEPAGE);
-#else
-    (void) p; (void) bytes;
-#endif
 }
 
 hid_t vlen_str_type(void) {  /* h5py's str: variable-length UTF-8 */

@@ -10,7 +10,6 @@ void quiet_errors(void);
 void restore_errors(void);
 void h5_fail(const char *what, const char *name);
 void guess_chunk(int rank, const hsize_t *shape, size_t typesize, hsize_t *chunks);
-void huge_pages(void *p, size_t bytes);
 hid_t vlen_str_type(void);
 hid_t bool_type(void);
 hid_t file_type(const char *f);
