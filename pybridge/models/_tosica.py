@@ -82,8 +82,8 @@ class TOSICA:
     (``input_scaling="auto"``; within a study the predictions with the reference's and the
     balanced statistics are averaged), and a linear head over all genes (an L2 logistic
     regression, ``linear_C``) is averaged with the transformer's probabilities. A cell is "Unknown" when it does not resemble the reference cells of its
-    predicted type (correlation with their mean standardised profile below a threshold set on
-    held-out reference cells, :mod:`pybridge.models._novelty`).
+    predicted type (correlation with their mean standardised profile below that type's
+    threshold set on its held-out reference cells, :mod:`pybridge.models._novelty`).
 
     Normalisation: counts over the model's genes are scaled to ``target_sum`` (1e4) per cell
     and ``log1p``-transformed, identically for reference and query (and any later query); the
@@ -138,7 +138,7 @@ class TOSICA:
         Inverse L2 strength of the linear head over all genes (scikit-learn
         ``LogisticRegression(C=...)``); ``None``: no linear head.
     unknown_quantile
-        Share of held-out reference cells the "Unknown" threshold would reject.
+        Share of each type's held-out reference cells its "Unknown" threshold would reject.
 
     Attributes
     ----------
@@ -380,8 +380,8 @@ class TOSICA:
             :attr:`genes` (missing genes are 0; an error when fewer than half are present).
         unknown_threshold
             ``"auto"``: a cell is ``"Unknown"`` when its correlation with the reference profile
-            of its predicted type is below the threshold calibrated on held-out reference
-            cells (:class:`pybridge.models._novelty.ReferenceProfiles`); a number: when its
+            of its predicted type is below that type's threshold calibrated on its held-out
+            reference cells (:class:`pybridge.models._novelty.ReferenceProfiles`); a number: when its
             highest class probability is below it (0: never).
         batch_size
             Cells per forward pass.

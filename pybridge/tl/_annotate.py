@@ -79,10 +79,13 @@ def annotate(
         ``tosica`` only: ``None`` (embedded human GO-BP), a GMT path or ``{name: genes}``.
     unknown_threshold
         ``"auto"`` (default): a cell is ``"Unknown"`` when it does not resemble the reference
-        cells of its predicted type (correlation of its standardised profile with their mean
-        below a threshold calibrated on held-out reference cells, lowered when the whole query
-        resembles the reference less, e.g. another platform: query types the reference lacks
-        become "Unknown"); a number in [0, 1]: when its highest class probability is below it
+        cells of its predicted type: correlation of its standardised profile with their mean
+        below that type's own threshold, the 5% quantile of its held-out (leave-one-out)
+        reference cells (types with < 30 reference cells: all reference cells pooled), lowered
+        as much as the query's cells of that type resemble it less than its reference cells do,
+        e.g. another platform (never raised). Query types the reference lacks become
+        "Unknown". ``uns[key_added]['unknown_rule']['thresholds']`` gives the threshold
+        applied per type. A number in [0, 1]: when its highest class probability is below it
         (0: never).
     max_epochs, batch_size, learning_rate
         Training length, cells per step and step size (tosica, scanvi). ``None``: the method's

@@ -91,8 +91,9 @@ def annotate_tosica(
         learned tokens are used (warning; ``uns[key_added]['fallback']`` is True).
     unknown_threshold
         ``"auto"``: a cell is ``"Unknown"`` when it does not resemble the reference cells of its
-        predicted type (correlation of its standardised profile with theirs below a threshold
-        set on held-out reference cells, lowered by the whole query's shift; see
+        predicted type (correlation of its standardised profile with theirs below that type's
+        threshold, set on its held-out reference cells and lowered by the shift of the query's
+        cells of that type; ``unknown_rule['thresholds']`` per type; see
         :class:`pybridge.models._novelty.ReferenceProfiles`); a number: when
         its highest class probability is below it.
     max_epochs, batch_size, learning_rate
@@ -176,9 +177,10 @@ def annotate_tosica(
     return out
 
 
-def _rule(model, threshold, similarity) -> dict:
-    if threshold == "auto" and model.profiles is not None and similarity is not None:
-        return model.profiles.rule(model.profiles.query_threshold(similarity.to_numpy()))
+def _rule(model, threshold, pred) -> dict:
+    if threshold == "auto" and model.profiles is not None and pred.similarity is not None:
+        best = pred.probabilities.to_numpy().argmax(axis=1)
+        return model.profiles.rule(model.profiles.query_threshold(pred.similarity.to_numpy(), best))
     return dict(rule="probability", threshold=0.5 if threshold == "auto" else float(threshold))
 
 
@@ -222,7 +224,7 @@ def _run(query, reference, saved, *, labels_key, layer, reference_layer, gene_se
     out.update(
         probabilities=pred.probabilities, attention=pred.attention, model=model, n_shared_genes=n_shared,
         unknown=(pred.labels == "Unknown").to_numpy(), similarity=pred.similarity,
-        unknown_rule=_rule(model, threshold, pred.similarity),
+        unknown_rule=_rule(model, threshold, pred),
         input_scaling=dict(getattr(model, "scaling_used", {})),
         n_model_genes=len(model.genes), fallback=bool(model.fallback), predict_seconds=time.perf_counter() - t1,
         gene_sets=dict(source=model.gene_set_source, n_tokens=len(model.token_names),

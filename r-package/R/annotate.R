@@ -36,9 +36,9 @@
 #'   learned tokens instead and warns.
 #' @param unknown.threshold `"auto"` (default): a cell is `"Unknown"` when it does not resemble
 #'   the reference cells of its predicted type (correlation of its standardised profile with
-#'   their mean below a threshold calibrated on held-out reference cells, lowered when the whole
-#'   query resembles the reference less, e.g. another platform), so query cell types
-#'   the reference lacks become `"Unknown"`; a number in \[0, 1\]: cells whose highest class
+#'   their mean below that type's own threshold, calibrated on its held-out reference cells
+#'   and lowered when the query's cells of that type resemble it less, e.g. another platform),
+#'   so query cell types the reference lacks become `"Unknown"`; a number in \[0, 1\]: cells whose highest class
 #'   probability is below it are `"Unknown"` (0: never).
 #' @param max.epochs Training epochs (`NULL`: the method's default; tosica 20, scanvi 100
 #'   for SCVI then 20 for SCANVI).
