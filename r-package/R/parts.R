@@ -130,8 +130,9 @@
   if (!is.null(p$sparse)) {
     s <- p$sparse
     dims <- as.integer(as.vector(s$dim))
-    m <- new("dgCMatrix", x = as.double(as.vector(s$x)), i = as.integer(as.vector(s$i)),
-             p = as.integer(as.vector(s$p)), Dim = dims)
+    m <- if (isTRUE(attr(s, "pybridge_checked"))) .dgc_checked(s) else  # read from an h5ad (h5ad-read.R)
+      new("dgCMatrix", x = as.double(as.vector(s$x)), i = as.integer(as.vector(s$i)),
+          p = as.integer(as.vector(s$p)), Dim = dims)
   } else {
     m <- p$dense
     if (is.null(dim(m))) m <- matrix(m, ncol = 1L)
