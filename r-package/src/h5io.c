@@ -16,8 +16,7 @@
  *   double); 1: double;
  *   2: integer where it fits. h5py bool -> logical, strings (variable or fixed length) ->
  *   character. NULL when the dataset is of another class (compounds, other enums: hdf5r reads
- *   them). Big vectors are allocated on transparent huge pages where the kernel offers them (as
- *   NumPy does): page faults, not the file, dominate reading a fresh 1 GB vector otherwise.
+ *   them). Big vectors are allocated outside R's heap (bigvec.c), in ordinary pages.
  * - pyb_h5_filters(): whether gzip and lzf are available (lzf: h5py's filter, registered at load).
  *
  * Errors carry HDF5's own messages (e.g. "No space left on device"), innermost last. */
