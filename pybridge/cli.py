@@ -150,7 +150,7 @@ def _convert_in_child(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pybridge`` command (returns the exit status)."""
     args = _parser().parse_args(argv)
-    if args.command == "convert" and not args.in_process:
+    if args.command == "convert" and not args.in_process and os.name == "posix":  # (no process groups elsewhere)
         return _convert_in_child(args)
     _die_with_parent()
     from pybridge._core import settings  # the "pybridge" logger prints the notes on stderr
