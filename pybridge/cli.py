@@ -118,7 +118,17 @@ def _convert_in_child(args) -> int:
                                     preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, stops))
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
-        return proc.wait()
+        rc = proc.wait()
+        if rc < 0:  # the child was killed from outside (e.g. the kernel's out-of-memory killer)
+            from pybridge.io._atomic import clean_stale_tmp
+
+            clean_stale_tmp(dst.parent)
+            now = _stat(dst)
+            state = "not written" if now is None else ("untouched" if now == before else "replaced")
+            print(f"pybridge {args.command}: the conversion process was killed ({signal.Signals(-rc).name}); "
+                  f"{dst} {state}", file=sys.stderr)
+            return 128 - rc
+        return rc
     except _Stopped as e:
         for s in stops:
             signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C does not interrupt the clean-up

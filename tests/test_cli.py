@@ -64,9 +64,24 @@ def test_cli_command_line(tmp_path):
     assert r.returncode == 2
 
 
-def _start_and_signal(tmp_path, out, sig, extra=()):
+def _children(pid):
+    import os
+
+    kids = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d))
+        except (OSError, IndexError, ValueError):
+            continue
+    return kids
+
+
+def _start_and_signal(tmp_path, out, sig, extra=(), to_child=False):
     """Start `pybridge convert` (kang_ifnb_processed.rds -> out), send `sig` once its temporary file
-    exists beside `out` (the write is under way), return (returncode, stderr)."""
+    exists beside `out` (the write is under way) to the command (or to its conversion child),
+    return (returncode, stderr)."""
     import os
     import time
 
@@ -79,7 +94,11 @@ def _start_and_signal(tmp_path, out, sig, extra=()):
             assert p.poll() is None, f"the conversion ended before its write began: {p.stderr.read()}"
             assert time.monotonic() < deadline, "no temporary file after 300 s"
             time.sleep(0.01)
-        p.send_signal(sig)
+        if to_child:
+            (kid,) = _children(p.pid)
+            os.kill(kid, sig)
+        else:
+            p.send_signal(sig)
         _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
@@ -110,3 +129,16 @@ def test_cli_sigterm_stops_the_conversion_nothing_written(tmp_path):
     assert rc == 143, err
     assert f"{out} not written" in err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_cli_conversion_child_killed_from_outside(tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"old\n")
+    rc, err = _start_and_signal(tmp_path, out, signal.SIGKILL, ["--overwrite"], to_child=True)  # as the OOM killer
+    assert rc == 137, err
+    assert "conversion process was killed (SIGKILL)" in err and f"{out} untouched" in err
+    assert out.read_bytes() == b"old\n" and os.listdir(tmp_path) == ["out.h5ad"]
