@@ -14,7 +14,11 @@
 # read 0.86 s vs anndata 0.51 s + 0.72 s = 0.96x, peak RSS 1.00x / 1.05x the matrix. With --reps 1
 # the ratio is 2.9x: the first write of 1.2 GB in a fresh process cost 1.5-2.5 s of *system* time
 # here (the kernel's page-cache allocation; the same R call repeated in that process: 0.3 s, and a
-# plain writeBin() of the same vector varies 0.7-1.9 s), so compare best-of-3 figures. Two fixes got
+# plain writeBin() of the same vector varies 0.7-1.9 s), so compare best-of-3 figures. It is this
+# virtual machine's, not R's: memory the guest has not used recently costs ~2.6 s/GB of system time
+# to touch against 0.33 s/GB for memory just freed (a Python mmap loop, 14 x 1 GB), and numpy's own
+# first 1.2 GB write to a file in a fresh process took 2.89 s (sys 2.88 s) against 0.28 s for the
+# second; whichever process runs first after a pause pays it, so --reps 1 mostly measures the order. Two fixes got
 # the read there: the big vectors are no longer madvise'd to transparent huge pages (first touch of
 # 0.8 GB cost 1.3-1.9 s of system time with the kernel's defrag = madvise), and the sparse arrays
 # read from the file are checked once (C pass) instead of again by new("dgCMatrix")'s validity.
