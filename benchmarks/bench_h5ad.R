@@ -18,7 +18,8 @@
 # virtual machine's, not R's: memory the guest has not used recently costs ~2.6 s/GB of system time
 # to touch against 0.33 s/GB for memory just freed (a Python mmap loop, 14 x 1 GB), and numpy's own
 # first 1.2 GB write to a file in a fresh process took 2.89 s (sys 2.88 s) against 0.28 s for the
-# second; whichever process runs first after a pause pays it, so --reps 1 mostly measures the order. Two fixes got
+# second. A process pays it unless it freed that much memory just before (anndata's first write in
+# a fresh process, right after building its matrix: 0.58 s), so --reps 1 compares memory states. Two fixes got
 # the read there: the big vectors are no longer madvise'd to transparent huge pages (first touch of
 # 0.8 GB cost 1.3-1.9 s of system time with the kernel's defrag = madvise), and the sparse arrays
 # read from the file are checked once (C pass) instead of again by new("dgCMatrix")'s validity.
