@@ -1,9 +1,8 @@
 """TOSICA-style cell-type annotation model: train on a labelled reference, predict a query.
 
 The model class (data, training, prediction, save/load) around the torch network in
-:mod:`._tosica_module`, split like scvi-tools' model / module; the loops over cells
-(training, batched inference) are in :mod:`._tosica_loops`, the data helpers in :mod:`._tosica_data`, the calibrated "Unknown" in
-:mod:`._novelty`.
+:mod:`._tosica_module` (split like scvi-tools' model / module); loops over cells in
+:mod:`._tosica_loops`, data helpers in :mod:`._tosica_data`, "Unknown" in :mod:`._novelty`.
 """
 
 from __future__ import annotations
@@ -77,25 +76,22 @@ class TOSICA:
     specific sets) under TOSICA's cap of 300; a class-balanced, label-smoothed loss.
 
     Across studies (measured in benchmarks/bench_annotate.py on pbmc_3tech <-> kang_ifnb): the
-    query is standardised with its own per-gene statistics, its cells weighted to the
-    reference's cell-type composition (``"balanced"``), when it is shifted from the reference
-    (``input_scaling="auto"``; within a study the predictions with the reference's and the
-    balanced statistics are averaged), and a linear head over all genes (an L2 logistic
-    regression, ``linear_C``) is averaged with the transformer's probabilities. A cell is "Unknown" when it does not resemble the reference cells of its
-    predicted type (correlation with their mean standardised profile below that type's
-    threshold set on its held-out reference cells, :mod:`pybridge.models._novelty`).
+    query is standardised with its own per-gene statistics, its cells weighted to the reference's
+    cell-type composition (``"balanced"``), when it is shifted from the reference
+    (``input_scaling="auto"``; within a study the predictions with the reference's and the balanced
+    statistics are averaged), and a linear head over all genes (an L2 logistic regression,
+    ``linear_C``) is averaged with the transformer's probabilities. A cell is "Unknown" when it does
+    not resemble the reference cells of its predicted type (correlation with their mean standardised
+    profile below that type's threshold set on its held-out reference cells, :mod:`._novelty`).
 
     Normalisation: counts over the model's genes are scaled to ``target_sum`` (1e4) per cell
     and ``log1p``-transformed, identically for reference and query (and any later query); the
     inputs must be raw counts.
 
-    Encoder API (used by in-silico deletion, :func:`pybridge.tl.score_perturbation`):
-
-    - ``genes``: list of the model's input genes (in input order);
-    - ``embed(adata) -> np.ndarray`` (cells x ``token_dim``, float32): the class token after
-      the final LayerNorm, the input of the classification head, computed from the counts of
-      ``adata`` (genes matched by name, missing genes = 0);
-    - ``TOSICA.load(dir)`` and ``.to(device)``.
+    Encoder API (used by in-silico deletion, :func:`pybridge.tl.score_perturbation`): ``genes``
+    (the model's input genes, in input order); ``embed(adata) -> np.ndarray`` (cells x ``token_dim``,
+    float32: the class token after the final LayerNorm, the classification head's input, from the
+    counts of ``adata``, genes matched by name, missing genes = 0); ``TOSICA.load(dir)``, ``.to(device)``.
 
     Parameters
     ----------
@@ -128,12 +124,11 @@ class TOSICA:
     scale, clip
         Standardise each gene with the reference mean/sd, then clip to ``[-clip, clip]``.
     input_scaling
-        Statistics that standardise a query: ``"reference"`` (the reference's), ``"query"``
-        (the query's own), ``"balanced"`` (the query's own, its cells weighted to the
-        reference's composition by a first-pass prediction) or ``"auto"`` (``"balanced"`` when the
-        query is shifted from the reference, else the mean of the ``"reference"`` and
-        ``"balanced"`` predictions; :func:`._tosica_loops.reference_likeness`). Training and
-        :meth:`embed` always use the reference's.
+        Statistics that standardise a query: ``"reference"`` (the reference's), ``"query"`` (the
+        query's own), ``"balanced"`` (the query's own, its cells weighted to the reference's composition
+        by a first-pass prediction) or ``"auto"`` (``"balanced"`` when the query is shifted from the
+        reference, else the mean of the ``"reference"`` and ``"balanced"`` predictions;
+        :func:`._tosica_loops.reference_likeness`). Training and :meth:`embed` use the reference's.
     linear_C
         Inverse L2 strength of the linear head over all genes (scikit-learn
         ``LogisticRegression(C=...)``); ``None``: no linear head.
